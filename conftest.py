@@ -1,0 +1,93 @@
+"""Project-wide pytest hooks: tests/ helpers importable, and the notebook runtime table.
+
+When notebooks run under nbval, every notebook's wall time (kernel start and all cells) is summed, printed in a
+table against the runtime the syllabus declares, and the run fails if one takes more than RUNTIME_FACTOR times its
+declared runtime (environment variable LLMCOURSE_RUNTIME_FACTOR, default 1.5).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+RUNTIME_FACTOR = float(os.environ.get("LLMCOURSE_RUNTIME_FACTOR", "1.5"))
+_seconds: dict[str, float] = defaultdict(float)
+_failed: set[str] = set()
+
+
+def _notebook_of(nodeid: str) -> str | None:
+    path = nodeid.split("::", 1)[0]
+    return path if path.endswith(".ipynb") else None
+
+
+def pytest_runtest_logreport(report):
+    nb = _notebook_of(report.nodeid)
+    if nb is None:
+        return
+    _seconds[nb] += report.duration
+    if report.failed:
+        _failed.add(nb)
+
+
+def _declared() -> dict[str, float]:
+    try:
+        sys.path.insert(0, str(ROOT))
+        from llmcourse.syllabus import load_syllabus
+
+        return {nb.path: nb.runtime_min for nb in load_syllabus(ROOT / "curriculum" / "syllabus.yaml")["notebooks"]}
+    except Exception as exc:  # the table is a report; a broken syllabus is caught by tests/test_syllabus.py
+        print(f"runtime table: could not read the syllabus ({exc})")
+        return {}
+
+
+_rows: list[tuple[str, float | None, float, str]] = []
+_over: list[str] = []
+
+
+def _judge() -> None:
+    """Fill _rows (notebook, declared minutes, measured seconds, verdict) and _over (notebooks over their limit)."""
+    if _rows or not _seconds:
+        return
+    declared = _declared()
+    for nb, sec in sorted(_seconds.items()):
+        limit = declared.get(nb)
+        if limit is None:
+            _rows.append((nb, None, sec, "NOT IN SYLLABUS"))
+            _over.append(nb)
+            continue
+        ratio = sec / 60 / limit
+        verdict = "ok" if ratio <= RUNTIME_FACTOR else f"TOO SLOW (> {RUNTIME_FACTOR}x declared)"
+        if ratio > RUNTIME_FACTOR:
+            _over.append(nb)
+        if nb in _failed:
+            verdict += ", failed"
+        _rows.append((nb, limit, sec, verdict))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _judge()
+    if _over and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    _judge()
+    if not _rows:
+        return
+    tr = terminalreporter
+    tr.section("notebook runtimes (CPU)")
+    tr.write_line(f"{'notebook':<52} {'declared':>9} {'measured':>9} {'ratio':>6}  verdict")
+    for nb, limit, sec, verdict in _rows:
+        if limit is None:
+            tr.write_line(f"{nb:<52} {'-':>9} {sec / 60:>8.1f}m {'-':>6}  {verdict}")
+        else:
+            tr.write_line(f"{nb:<52} {limit:>8.1f}m {sec / 60:>8.1f}m {sec / 60 / limit:>6.2f}  {verdict}")
+    total_declared = sum(limit or 0 for _, limit, _, _ in _rows)
+    tr.write_line(f"{'total':<52} {total_declared:>8.1f}m {sum(r[2] for r in _rows) / 60:>8.1f}m")
+    if _over:
+        tr.write_line(f"notebook runtime check FAILED for: {', '.join(_over)}")

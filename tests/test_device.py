@@ -1,0 +1,56 @@
+import json
+import subprocess
+import sys
+
+from llmcourse import device
+from llmcourse.device import bf16_from_capability, detect, detect_platform, simulated_gpu
+
+
+def test_detect_on_this_machine():
+    card = detect()
+    assert card.kind in ("cpu", "cuda", "mps")
+    assert card.total_memory > 0 and 0 < card.free_memory <= card.total_memory
+    assert card.bnb_4bit, card.bnb_4bit_error  # the real quantize/dequantize probe passes here
+    assert card.versions["torch"] and card.ok
+    assert "[OK] torch" in str(card) and "<table>" in card._repr_html_()
+
+
+def test_bf16_is_judged_by_capability_not_emulation():
+    assert bf16_from_capability((7, 5)) is False  # T4: torch says bf16 is "supported" (emulated), we say no
+    assert bf16_from_capability((8, 0)) is True  # A100
+    assert bf16_from_capability((9, 0)) is True  # H100
+    assert bf16_from_capability(None) is False
+    t4 = simulated_gpu("Tesla T4", 15.0, (7, 5))
+    assert (t4.bf16, t4.fp16, t4.kind) == (False, True, "cuda")
+
+
+def test_platform_markers(tmp_path):
+    assert detect_platform({}, root=tmp_path) == "local"
+    assert detect_platform({"COLAB_RELEASE_TAG": "release-colab_20261101"}, root=tmp_path) == "colab"
+    assert detect_platform({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"}, root=tmp_path) == "kaggle"
+    (tmp_path / "kaggle" / "working").mkdir(parents=True)
+    assert detect_platform({}, root=tmp_path) == "kaggle"
+
+
+def test_missing_package_is_reported_as_fail(monkeypatch):
+    card = detect(probe_bnb=False)
+    card.versions["peft"] = None
+    card.versions["transformers"] = "4.46.0"
+    rows = {p: ok for p, _, _, ok in card.requirement_rows()}
+    assert rows["peft"] is False and rows["transformers"] is False and rows["torch"] is True
+    assert not card.ok and "[FAIL] transformers" in str(card)
+
+
+def test_doctor_json_cli():
+    out = subprocess.run([sys.executable, "-m", "llmcourse.cli", "doctor", "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["hardware"]["kind"] == "cpu" or report["hardware"]["kind"] == "cuda"
+    assert all(r["ok"] for r in report["hardware"]["requirements"])
+    assert {a["name"] for a in report["assets"]} >= {"HuggingFaceTB/SmolLM2-135M-Instruct", "kjv"}
+
+
+def test_requirements_parse_versions():
+    assert device._version_tuple("2.13.0+cpu") == (2, 13, 0)
+    assert device._version_tuple("1.0rc1") == (1, 0)

@@ -1,0 +1,88 @@
+"""The syllabus and the notebooks agree, and every notebook follows curriculum/CONVENTIONS.md."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from llmcourse.syllabus import load_syllabus
+
+ROOT = Path(__file__).resolve().parents[1]
+SYLLABUS = load_syllabus(ROOT / "curriculum" / "syllabus.yaml")
+LISTED = [nb.path for nb in SYLLABUS["notebooks"]]
+ON_DISK = sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("week*/*.ipynb"))
+
+
+def source(cell) -> str:
+    s = cell["source"]
+    return "".join(s) if isinstance(s, list) else s
+
+
+def test_every_notebook_is_listed_and_every_listed_notebook_exists():
+    assert sorted(set(ON_DISK) - set(LISTED)) == [], "notebooks missing from curriculum/syllabus.yaml"
+    assert sorted(set(LISTED) - set(ON_DISK)) == [], "listed notebooks missing on disk"
+    assert len(LISTED) == len(set(LISTED))
+
+
+def test_eight_weeks_with_objectives():
+    weeks = SYLLABUS["weeks"]
+    assert [w["week"] for w in weeks] == list(range(1, 9))
+    assert all(w["title"] and w["objectives"] and w["notebooks"] for w in weeks)
+
+
+def test_runtimes_fit_the_ci_budget():
+    total = sum(nb.runtime_min for nb in SYLLABUS["notebooks"])
+    assert all(0 < nb.runtime_min <= 6 for nb in SYLLABUS["notebooks"])
+    assert total <= 45, f"declared notebook runtimes add up to {total} min: CI has room for about 40"
+
+
+@pytest.mark.parametrize("path", LISTED)
+def test_notebook_follows_the_conventions(path):
+    nb = json.loads((ROOT / path).read_text(encoding="utf-8"))
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    cells = nb["cells"]
+    tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+    params = [i for i, t in enumerate(tags) if "parameters" in t]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    p = params[0]
+    assert all(c["cell_type"] == "markdown" for c in cells[:p]), "only the title and badges come before parameters"
+    head = "\n".join(source(c) for c in cells[:p])
+    assert re.search(r"^# ", head, re.M), "a title"
+    assert re.search(r"runtime", head, re.I), "the measured runtime is stated at the top"
+    for line in source(cells[p]).splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert re.match(r"^[A-Z][A-Z0-9_]* = .+#", line), f"parameter line without UPPER_CASE name or comment: {line}"
+    setup = next(c for c in cells[p + 1:] if c["cell_type"] == "code")
+    assert "llmcourse.setup(" in source(setup) and "%pip install" in source(setup)
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert any(c.get("outputs") for c in code), "outputs are stored (readers see results)"
+    assert any(source(c).startswith("# NBVAL_CHECK_OUTPUT") for c in code), "at least one key result is checked"
+    for c in code:
+        for out in c.get("outputs", []):
+            assert out.get("output_type") != "error", "a stored error output"
+            text = "".join(out.get("text", "")) + json.dumps(out.get("data", {}))
+            assert "/work/" not in text and "/root/" not in text and "/home/" not in text, "a machine path in outputs"
+
+
+@pytest.mark.parametrize("path", LISTED)
+def test_exercises_match_the_syllabus(path):
+    nb = json.loads((ROOT / path).read_text(encoding="utf-8"))
+    entry = next(n for n in SYLLABUS["notebooks"] if n.path == path)
+    cells = nb["cells"]
+    found = []
+    for i, c in enumerate(cells):
+        tags = c.get("metadata", {}).get("tags", [])
+        if "check" in tags:
+            m = re.search(r"check\(\s*['\"]([0-9]+\.[0-9]+)['\"]", source(c))
+            assert m, f"check cell {i} calls no check('N.M', ...)"
+            assert source(c).startswith("# NBVAL_CHECK_OUTPUT"), f"check cell {i} output is not checked"
+            assert any("exercise" in cells[j].get("metadata", {}).get("tags", []) for j in range(i)), "no exercise"
+            found.append(m.group(1))
+        if "exercise" in tags:
+            s = source(c)
+            assert "### BEGIN SOLUTION" in s and "### END SOLUTION" in s, f"exercise cell {i} has no solution markers"
+    assert found == [e.id for e in entry.exercises], "check cells and syllabus exercises differ"
+    if path != "week01/00_setup_and_hardware.ipynb":
+        assert len(found) >= 2, "at least two exercises per notebook"
+    assert all(e.points > 0 for e in entry.exercises)
