@@ -20,6 +20,13 @@ _seconds: dict[str, float] = defaultdict(float)
 _failed: set[str] = set()
 
 
+def pytest_ignore_collect(collection_path, config):
+    """Only the course notebooks (week*/) run under nbval; notebooks under tests/ are fixtures, not lessons."""
+    if collection_path.suffix == ".ipynb" and not collection_path.parent.name.startswith("week"):
+        return True
+    return None
+
+
 def _notebook_of(nodeid: str) -> str | None:
     path = nodeid.split("::", 1)[0]
     return path if path.endswith(".ipynb") else None

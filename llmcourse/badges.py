@@ -1,0 +1,110 @@
+"""`llmcourse badges`: "Open in Colab" / "Open in Kaggle" badges for every notebook, from one repository setting.
+
+The repository address lives in one place, `llmcourse.environment.REPO_URL` (override with --repo). The command
+writes (or refreshes) a markdown cell tagged `badges` at the top of every notebook in the syllabus, points the setup
+cell's install line at the same repository, and refreshes the badge table in README.md between marker comments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from .environment import BRANCH, REPO_URL
+from .syllabus import load_syllabus, project_root
+
+__all__ = ["badge_markdown", "colab_url", "configure_parser", "kaggle_url", "main", "write_badges"]
+
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+KAGGLE_BADGE = "https://kaggle.com/static/images/open-in-kaggle.svg"
+README_BEGIN, README_END = "<!-- badges:begin -->", "<!-- badges:end -->"
+_INSTALL = re.compile(r"git\+https://github\.com/[\w.-]+/[\w.-]+(?:@[\w./-]+)?")
+
+
+def _github_path(repo: str) -> str:
+    m = re.match(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?$", repo)
+    if not m:
+        raise ValueError(f"repository {repo!r} is not a https://github.com/OWNER/NAME address")
+    return m.group(1)
+
+
+def colab_url(path: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
+    return f"https://colab.research.google.com/github/{_github_path(repo)}/blob/{branch}/{path}"
+
+
+def kaggle_url(path: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
+    return f"https://kaggle.com/kernels/welcome?src=https://github.com/{_github_path(repo)}/blob/{branch}/{path}"
+
+
+def badge_markdown(path: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
+    return (f"[![Open In Colab]({COLAB_BADGE})]({colab_url(path, repo, branch)}) "
+            f"[![Open In Kaggle]({KAGGLE_BADGE})]({kaggle_url(path, repo, branch)})")
+
+
+def _badge_cell(path: str, repo: str, branch: str) -> dict:
+    return {"cell_type": "markdown", "metadata": {"tags": ["badges"]}, "source": badge_markdown(path, repo, branch)}
+
+
+def _update_notebook(file: Path, rel: str, repo: str, branch: str) -> bool:
+    nb = json.loads(file.read_text(encoding="utf-8"))
+    cells = nb["cells"]
+    new = _badge_cell(rel, repo, branch)
+    if cells and "badges" in cells[0].get("metadata", {}).get("tags", []):
+        new["id"] = cells[0].get("id", "badges")
+        changed = cells[0] != new
+        cells[0] = new
+    else:
+        if nb.get("nbformat", 4) >= 4 and nb.get("nbformat_minor", 0) >= 5:
+            new["id"] = "badges"
+        cells.insert(0, new)
+        changed = True
+    install = f"git+{repo}"
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            if "llmcourse.setup(" in src and _INSTALL.search(src):
+                fixed = _INSTALL.sub(install, src)
+                if fixed != src:
+                    cell["source"], changed = fixed, True
+    if changed:
+        file.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return changed
+
+
+def _readme_table(notebooks, repo: str, branch: str) -> str:
+    rows = ["| week | notebook | open |", "|---|---|---|"]
+    for nb in notebooks:
+        rows.append(f"| {nb.week} | [{nb.title}]({nb.path}) | {badge_markdown(nb.path, repo, branch)} |")
+    return "\n".join(rows)
+
+
+def write_badges(root: Path | None = None, repo: str = REPO_URL, branch: str = BRANCH) -> list[str]:
+    """Write badges into every syllabus notebook and README.md; return the paths that changed."""
+    root = root or project_root()
+    notebooks = load_syllabus(root / "curriculum" / "syllabus.yaml")["notebooks"]
+    changed = [nb.path for nb in notebooks
+               if (root / nb.path).exists() and _update_notebook(root / nb.path, nb.path, repo, branch)]
+    readme = root / "README.md"
+    if readme.exists():
+        text = readme.read_text(encoding="utf-8")
+        if README_BEGIN in text and README_END in text:
+            head, rest = text.split(README_BEGIN, 1)
+            _, tail = rest.split(README_END, 1)
+            new = f"{head}{README_BEGIN}\n{_readme_table(notebooks, repo, branch)}\n{README_END}{tail}"
+            if new != text:
+                readme.write_text(new, encoding="utf-8")
+                changed.append("README.md")
+    return changed
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", default=REPO_URL, help=f"GitHub repository address (default {REPO_URL})")
+    parser.add_argument("--branch", default=BRANCH, help=f"branch the badges open (default {BRANCH})")
+
+
+def main(args: argparse.Namespace) -> int:
+    changed = write_badges(repo=args.repo, branch=args.branch)
+    print(f"badges: {len(changed)} file(s) updated" + (": " + ", ".join(changed) if changed else ""))
+    return 0
