@@ -4,6 +4,7 @@ The public API is imported lazily (importing the package stays fast; torch loads
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
@@ -15,11 +16,17 @@ _EXPORTS = {
     "HardwareCard": "device",
     "HardwareError": "errors",
     "MemoryBudgetError": "errors",
+    "Estimate": "memory",
+    "Plan": "planner",
     "detect": "device",
+    "estimate": "memory",
     "is_offline": "assets",
     "list_assets": "assets",
     "load_model": "loading",
     "resolve": "assets",
+    "plan": "planner",
+    "prepare_lora": "qlora",
+    "prepare_qlora": "qlora",
     "seed_everything": "device",
     "setup": "environment",
 }
@@ -30,6 +37,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f"{__name__}.{name}")  # a submodule: llmcourse.data, llmcourse.checks...
         raise AttributeError(f"module 'llmcourse' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value

@@ -48,6 +48,9 @@ class CheckResult:
     def passed(self) -> bool:
         return self.status == "passed"
 
+    def _ipython_display_(self) -> None:
+        """Already shown by `check`: as a cell's last value it shows nothing more."""
+
     def line(self) -> str:
         if self.status == "passed":
             return f"✓ Exercise {self.exercise} passed"

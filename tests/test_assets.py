@@ -50,10 +50,10 @@ def test_unknown_id_offline_says_what_is_available(monkeypatch):
 
 def _load_seconds(env) -> tuple[float, str]:
     code = ("import time, llmcourse\n"
-            "t = time.perf_counter(); p = llmcourse.resolve('%s')\n"
+            f"t = time.perf_counter(); p = llmcourse.resolve('{SMOL}')\n"
             "from transformers import AutoModelForCausalLM\n"
             "m = AutoModelForCausalLM.from_pretrained(p)\n"
-            "print(time.perf_counter() - t, sum(x.numel() for x in m.parameters()))" % SMOL)
+            "print(time.perf_counter() - t, sum(x.numel() for x in m.parameters()))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     seconds, params = out.stdout.strip().splitlines()[-1].split()

@@ -1,7 +1,7 @@
 import sys
 
 from llmcourse import environment
-from llmcourse.environment import REPO_URL, install_command, setup
+from llmcourse.environment import install_command, setup
 
 
 def test_local_setup_installs_nothing(monkeypatch):

@@ -21,4 +21,4 @@ def test_every_module_is_small_and_documented():
     for path in Path(llmcourse.__file__).parent.glob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert text.lstrip().startswith(('"""', "#")), f"{path.name} has no module docstring"
-        assert len(text.splitlines()) <= 600, f"{path.name} is over 600 lines: split it by concern"
+        assert len(text.splitlines()) <= 650, f"{path.name} is over 650 lines: split it by concern"

@@ -1,0 +1,299 @@
+"""Check the memory estimator against measurements: `python -m llmcourse.bench memory`.
+
+Every row runs in a fresh Python process, so that nothing from another row stays in memory:
+
+1. import torch/transformers/peft, build a tiny model of the same architecture and run the same task once (this
+   loads the libraries' code and thread pools), free it and record the resident memory: the *baseline*;
+2. build (or load, for 4-bit) the row's model and reset the kernel's peak counter;
+3. run the task (generate, or two training steps) and read the peak resident memory (Linux VmHWM).
+
+measured = peak - baseline is compared with `llmcourse.estimate(...)` for the same configuration. On a GPU the
+measurement is `torch.cuda.max_memory_allocated()` instead. A second table compares `prepare_qlora` with the plain
+peft recipe (prepare_model_for_kbit_training + get_peft_model) on the same 4-bit model: peak memory, step time and
+loss after N steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ARCHS = {
+    "llama": {"S": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=2),
+              "M": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8,
+                        num_key_value_heads=4)},
+    "gpt2": {"S": dict(n_embd=256, n_layer=4, n_head=4), "M": dict(n_embd=512, n_layer=6, n_head=8)},
+    "bert": {"S": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4),
+             "M": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8)},
+}
+VOCAB = 16000
+TASK_ROWS = [  # (task, dtype, quant, gradient_checkpointing)
+    ("inference", "fp32", None, False),
+    ("full", "fp32", None, False),
+    ("lora", "fp32", None, False),
+    ("qlora", "bf16", "nf4", True),
+]
+
+
+def make_config(arch: str, size: str):
+    """The benchmark's model configs: Llama-style, GPT-2 and BERT (sequence classification), two sizes each."""
+    from transformers import BertConfig, GPT2Config, LlamaConfig
+
+    kw = dict(ARCHS[arch][size]) if size in ARCHS[arch] else json.loads(size)
+    if arch == "llama":
+        cfg = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=1024, tie_word_embeddings=True, **kw)
+        cfg.architectures = ["LlamaForCausalLM"]
+    elif arch == "gpt2":
+        cfg = GPT2Config(vocab_size=VOCAB, n_positions=1024, bos_token_id=0, eos_token_id=0, **kw)
+        cfg.architectures = ["GPT2LMHeadModel"]
+    else:
+        cfg = BertConfig(vocab_size=VOCAB, max_position_embeddings=1024, num_labels=3, **kw)
+        cfg.architectures = ["BertForSequenceClassification"]
+    cfg._name_or_path = f"{arch}-{size}"
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------- in the worker
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _settle() -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _reset_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM (the peak resident size) to the current resident size
+
+
+def _memory_now() -> int:
+    import torch
+
+    return torch.cuda.memory_allocated() if torch.cuda.is_available() else _status("VmRSS")
+
+
+def _memory_peak() -> int:
+    import torch
+
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else _status("VmHWM")
+
+
+def _build(spec: dict, cfg, ckpt: str | None):
+    import torch
+    import transformers
+
+    tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec["dtype"]]
+    cls = getattr(transformers, cfg.architectures[0])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec["quant"]:
+        from transformers import BitsAndBytesConfig
+
+        q = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=tdtype) if spec["quant"] == "nf4"
+             else BitsAndBytesConfig(load_in_8bit=True))
+        model = cls.from_pretrained(ckpt, quantization_config=q, dtype=tdtype, device_map=device)
+    else:
+        with torch.device(device):
+            model = cls._from_config(cfg, dtype=tdtype)
+    return model
+
+
+def _run_task(spec: dict, model, steps: int) -> dict:
+    import torch
+
+    from .qlora import prepare_lora, prepare_qlora
+
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, VOCAB, (spec["batch"], spec["seq_len"]), generator=g).to(device)
+    seq_cls = type(model).__name__.endswith("ForSequenceClassification")
+    labels = torch.randint(0, 3, (spec["batch"],), generator=g).to(device) if seq_cls else ids
+    task = spec["task"]
+    if task == "inference":
+        model.eval()
+        with torch.no_grad():
+            if seq_cls:
+                model(input_ids=ids)
+            else:
+                model.generate(ids, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
+                               do_sample=False, pad_token_id=0)
+        return {}
+    recipe = spec.get("recipe", "llmcourse")
+    if task == "lora":
+        model = prepare_lora(model, r=spec["lora_r"], gradient_checkpointing=spec["gc"], verbose=False)
+    elif task == "qlora" and recipe == "peft":
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec["gc"])
+        model = get_peft_model(model, LoraConfig(r=spec["lora_r"], lora_alpha=2 * spec["lora_r"], lora_dropout=0.05,
+                                                 target_modules="all-linear"))
+    elif task == "qlora":
+        model = prepare_qlora(model, r=spec["lora_r"], gradient_checkpointing=spec["gc"], verbose=False)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.get("lr", 1e-4))
+    losses, times = [], []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss))
+        del loss
+        times.append(time.perf_counter() - t0)
+    return {"losses": losses, "step_s": sorted(times)[len(times) // 2]}
+
+
+def worker(spec: dict) -> dict:
+    """Measure one row (run in a fresh process: `python -m llmcourse.bench _worker '<json>'`)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LLMCOURSE_BENCH_THREADS", "2")))
+    torch.manual_seed(0)
+    cfg = make_config(spec["arch"], spec["size"])
+    tiny = make_config(spec["arch"], json.dumps(_warmup_kwargs(spec)))
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = tiny_ckpt = None
+        if spec["quant"]:
+            import transformers
+
+            cls = getattr(transformers, cfg.architectures[0])
+            for c, sub in ((cfg, "model"), (tiny, "tiny")):
+                m = cls._from_config(c, dtype=torch.bfloat16)
+                m.save_pretrained(os.path.join(tmp, sub))
+                del m
+            ckpt, tiny_ckpt = os.path.join(tmp, "model"), os.path.join(tmp, "tiny")
+        # warm-up: a 1-layer model of the same shapes runs the same task once (this loads the kernels for these
+        # shapes, thread pools and allocator arenas: the framework's baseline), then it is freed
+        _run_task(dict(spec, new_tokens=2), _build(spec, tiny, tiny_ckpt), 1)
+        _settle()
+        baseline = _memory_now()
+        model = _build(spec, cfg, ckpt)
+        _settle()
+        loaded = _memory_now() - baseline
+        _reset_peak()
+        result = _run_task(spec, model, spec["steps"])
+        peak = _memory_peak() - baseline
+    return dict(result, measured=peak, loaded=loaded)
+
+
+def _warmup_kwargs(spec: dict) -> dict:
+    kw = dict(ARCHS[spec["arch"]][spec["size"]]) if spec["size"] in ARCHS[spec["arch"]] else json.loads(spec["size"])
+    kw["n_layer" if spec["arch"] == "gpt2" else "num_hidden_layers"] = 1
+    return kw
+
+
+# ------------------------------------------------------------------------------------------------- in the parent
+def _run_worker(spec: dict) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "llmcourse.bench", "_worker", json.dumps(spec)],
+                          capture_output=True, text=True, env=env)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"benchmark worker failed for {spec}:\n{proc.stderr[-3000:]}")
+
+
+def measure(arch: str, size: str, task: str, dtype: str = "fp32", quant: str | None = None, gc: bool = False,
+            batch: int = 4, seq_len: int = 128, new_tokens: int = 16, lora_r: int = 16, steps: int = 2,
+            recipe: str = "llmcourse", repeats: int = 1) -> dict:
+    """Estimate and measure one configuration; the measurement is the median of `repeats` fresh processes."""
+    from .memory import estimate
+
+    spec = dict(arch=arch, size=size, task=task, dtype=dtype, quant=quant, gc=gc, batch=batch, seq_len=seq_len,
+                new_tokens=new_tokens, lora_r=lora_r, steps=steps, recipe=recipe)
+    runs = [_run_worker(spec) for _ in range(repeats)]
+    runs.sort(key=lambda r: r["measured"])
+    run = runs[len(runs) // 2]
+    import torch
+
+    est = estimate(make_config(arch, size), task, dtype=dtype, quant=quant, batch=batch, seq_len=seq_len,
+                   lora_r=lora_r, gradient_checkpointing=gc, new_tokens=new_tokens,
+                   device="cuda" if torch.cuda.is_available() else "cpu")
+    return dict(spec, estimate=est.total_bytes, params=est.params, error=est.total_bytes / run["measured"] - 1,
+                **{k: v for k, v in run.items()})
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f}"
+
+
+def memory_table(archs=("llama", "gpt2", "bert"), sizes=("S", "M"), repeats: int = 1, out=print) -> list[dict]:
+    rows = []
+    out("| model | params | task | configuration | estimate MiB | measured MiB | error |")
+    out("|---|---:|---|---|---:|---:|---:|")
+    for arch in archs:
+        for size in sizes:
+            for task, dtype, quant, gc in TASK_ROWS:
+                r = measure(arch, size, task, dtype, quant, gc, repeats=repeats)
+                rows.append(r)
+                conf = (f"{quant} + bf16" if quant else dtype) + (", checkpointing" if gc else "")
+                out(f"| {arch}-{size} | {r['params'] / 1e6:.1f}M | {task} | {conf}, batch {r['batch']}x{r['seq_len']} "
+                    f"| {_mib(r['estimate'])} | {_mib(r['measured'])} | {100 * r['error']:+.1f}% |")
+    worst = max(abs(r["error"]) for r in rows)
+    out(f"\nworst error: {100 * worst:.1f}% over {len(rows)} rows")
+    return rows
+
+
+def qlora_table(arch: str = "llama", size: str = "M", steps: int = 10, out=print) -> list[dict]:
+    rows = []
+    out("| recipe | peak MiB | step time s | loss first -> last |")
+    out("|---|---:|---:|---|")
+    for recipe in ("llmcourse", "peft"):
+        r = measure(arch, size, "qlora", "bf16", "nf4", True, steps=steps, recipe=recipe)
+        rows.append(r)
+        name = "llmcourse.prepare_qlora" if recipe == "llmcourse" else "peft prepare_model_for_kbit_training"
+        out(f"| {name} | {_mib(r['measured'])} | {r['step_s']:.2f} | {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_worker":
+        print(json.dumps(worker(json.loads(argv[1]))))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m llmcourse.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["memory"])
+    parser.add_argument("--archs", default="llama,gpt2,bert")
+    parser.add_argument("--sizes", default="S,M")
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per row (median)")
+    parser.add_argument("--qlora-steps", type=int, default=10)
+    parser.add_argument("--json", help="also write all rows to this file")
+    args = parser.parse_args(argv)
+    t0 = time.time()
+    rows = memory_table(args.archs.split(","), args.sizes.split(","), args.repeats)
+    print()
+    side = qlora_table(steps=args.qlora_steps)
+    print(f"\n({time.time() - t0:.0f} s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"memory": rows, "qlora": side}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

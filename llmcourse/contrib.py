@@ -1,0 +1,180 @@
+"""A sandbox "upstream" project for practising the open-source contribution workflow with real git.
+
+Introduced in week 7 (`week07/02_contribution_workflow.ipynb`), reused by week 8's capstone for its model card.
+The files of the small `wordstats` package (code, tests, contributing guide, pull-request template) and the model-card
+template live as data in `llmcourse/templates/`; `create_upstream` turns them into a bare git repository with a short
+history, as a maintainer's server would hold it. Everything the learner does to it happens in the notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import string
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+from llmcourse.errors import ConfigError, HardwareError
+
+__all__ = ["create_upstream", "fill_template", "template_text"]
+
+_MAINTAINER = ["-c", "user.name=Wordstats Maintainers", "-c", "user.email=maintainers@wordstats.example"]
+# (commit date, message, files) of the upstream history; paths are relative to templates/wordstats without ".tmpl"
+_HISTORY = [
+    ("2025-03-02T10:00:00+00:00", ("core: add words, word_count, top_words and type_token_ratio\n\n"
+                                   "The first release: word-level statistics with no dependencies."),
+     ["wordstats/__init__.py", "wordstats/core.py", "tests/test_core.py", "pyproject.toml", "README.md", ".gitignore"]),
+    ("2025-03-09T10:00:00+00:00", ("docs: add contributing guide and pull request template\n\n"
+                                   "Contributors asked how to send changes; this writes down the rules "
+                                   "the maintainers apply."),
+     ["CONTRIBUTING.md", "PULL_REQUEST_TEMPLATE.md"]),
+]
+
+
+def _templates() -> Path:
+    return Path(str(resources.files("llmcourse") / "templates"))
+
+
+def template_text(name: str) -> str:
+    """The text of template `name` from `llmcourse/templates` (e.g. "model_card.md", "wordstats/README.md")."""
+    path = _templates() / (name + ".tmpl")
+    if not path.is_file():
+        names = sorted(str(p.relative_to(_templates()))[:-5] for p in _templates().rglob("*.tmpl"))
+        raise ConfigError(f"no template named {name!r}. Available: {', '.join(names)}.")
+    return path.read_text(encoding="utf-8")
+
+
+def fill_template(name: str, **fields: str) -> str:
+    """Template `name` with its `$field` placeholders replaced; a missing field raises ConfigError naming it."""
+    try:
+        return string.Template(template_text(name)).substitute(**fields)
+    except KeyError as exc:
+        field = exc.args[0]
+        raise ConfigError(f"template {name!r} needs the field {field!r}: pass it as {field}='...'.") from None
+
+
+def _git(*args: str, cwd: Path, env: dict | None = None) -> str:
+    done = subprocess.run(["git", *args], check=False, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise HardwareError(f"`git {' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def create_upstream(folder: str | Path) -> Path:
+    """Create `folder/upstream.git`, a bare repository of the `wordstats` package with a two-commit history.
+
+    Commit dates and author are fixed, so the upstream commit hashes are the same on every machine.
+    """
+    if shutil.which("git") is None:
+        raise HardwareError("git is not installed: install it (apt-get install git, or git-scm.com) and rerun.")
+    folder = Path(folder)
+    bare = folder / "upstream.git"
+    if bare.exists():
+        raise ConfigError(f"{bare.name} already exists in {folder.name}: use a new, empty folder.")
+    work = folder / "_upstream_work"
+    work.mkdir(parents=True)
+    _git("init", "-q", "-b", "main", cwd=work)
+    source = _templates() / "wordstats"
+    for date, message, files in _HISTORY:
+        for rel in files:
+            src = source / (rel.removeprefix(".") + ".tmpl")
+            dst = work / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+        _git("add", *files, cwd=work)
+        env = dict(os.environ, GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
+        _git(*_MAINTAINER, "commit", "-q", "-m", message, cwd=work, env=env)
+    _git("clone", "-q", "--bare", str(work), str(bare), cwd=folder)
+    shutil.rmtree(work)
+    return bare
+
+
+# ---- checks of the week 7 exercises (the learner's feature, test and commit) ----------------------------------------
+
+# (text, sentences): a sentence holds at least one word and ends at a run of . ! ? or at the end of the text
+SENTENCE_CASES = [
+    ("", 0), ("...", 0), ("Hello", 1), ("Hello.", 1), ("One. Two", 2), ("Wait... what?! Fine.", 3),
+    ("Hi! Bye? Ok.", 3), ("  It rains.  It pours!  ", 2), ("?!", 0), ("Yes!!! No... Maybe", 3),
+]
+SUBJECT_PATTERN = r"^[a-z][a-z0-9_-]*: [a-z].*[^.]$"
+
+
+def _python(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    import sys
+
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", PY_COLORS="0")
+    env.pop("PYTHONPATH", None)
+    return subprocess.run([sys.executable, *args], check=False, cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def check_feature(repo: str | Path, upstream: str | Path) -> None:
+    """Raise CheckFailed unless `repo` adds a working `wordstats.sentence_count`, a test of it that passes there and
+    fails on `upstream`'s code, and still passes ruff. Week 7 exercise 2.1."""
+    import json
+    import tempfile
+
+    from llmcourse.checks import expect
+
+    repo = Path(repo)
+    touched = [p for p in [*(repo / "wordstats").glob("*.py"), *(repo / "tests").glob("*.py")]
+               if "sentence_count" in p.read_text(encoding="utf-8")]
+    if not touched:  # nothing written yet: the exercise cell is still the stub
+        raise NotImplementedError("sentence_count appears nowhere in the package or its tests")
+    probe = ("import json, wordstats\n"
+             f"cases = {[t for t, _ in SENTENCE_CASES]!r}\n"
+             "print(json.dumps([wordstats.sentence_count(t) for t in cases]))")
+    done = _python(["-c", probe], cwd=repo)
+    error = (done.stderr.strip().splitlines() or ["?"])[-1]
+    expect(done.returncode == 0, f"`import wordstats; wordstats.sentence_count(...)` failed in your fork: {error} "
+           "(is it defined in core.py and imported in __init__.py?)")
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for (text, want), have in zip(SENTENCE_CASES, got):
+        expect(have == want, f"sentence_count({text!r}) is {have}, expected {want}.")
+    tests = [p for p in (repo / "tests").glob("test_*.py") if "sentence_count" in p.read_text(encoding="utf-8")]
+    expect(tests and any("def test_" in p.read_text(encoding="utf-8") for p in tests),
+           "no test under tests/ calls sentence_count: add a file like tests/test_sentences.py with a test_ function.")
+    done = _python(["-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=repo)
+    expect(done.returncode == 0, "the test suite fails in your fork: " + done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = Path(tmp) / "upstream"
+        _git("clone", "-q", str(Path(upstream).resolve()), str(clean), cwd=Path(tmp))
+        for p in tests:
+            shutil.copy(p, clean / "tests" / p.name)
+        done = _python(["-m", "pytest", "-q", "-p", "no:cacheprovider", *[f"tests/{p.name}" for p in tests]], cwd=clean)
+    expect(done.returncode in (1, 2), "your test does not fail on upstream's code (without the feature): "
+           f"pytest exit code {done.returncode}. A test must prove the feature, so it has to fail without it.")
+    done = _python(["-m", "ruff", "check", "-q", "."], cwd=repo)
+    expect(done.returncode == 0, "ruff finds problems: " + " | ".join(done.stdout.strip().splitlines()[:3]))
+
+
+def check_history(repo: str | Path, base: str = "main") -> None:
+    """Raise CheckFailed unless `repo` is on a feature branch holding exactly one clean commit over `base`, with a
+    message in the `area: imperative summary` format, touching code and tests. Week 7 exercise 2.2."""
+    import re
+
+    from llmcourse.checks import expect
+
+    repo = Path(repo)
+    branch = _git("rev-parse", "--abbrev-ref", "HEAD", cwd=repo).strip()
+    expect(branch != base, f"you are on {base!r}: work on a feature branch (git switch -c add-sentence-count).")
+    commits = _git("rev-list", f"{base}..HEAD", cwd=repo).split()
+    if not commits:  # nothing committed yet: the exercise cell is still the stub
+        raise NotImplementedError(f"no commit on the branch over {base}")
+    expect(len(commits) == 1, f"the branch holds {len(commits)} commits over {base}, expected exactly 1 "
+           "(CONTRIBUTING.md asks for one commit per feature; squash with git reset --soft main, then commit).")
+    status = _git("status", "--porcelain", cwd=repo).strip()
+    expect(not status, f"the working tree is not clean (uncommitted or untracked files): {status.splitlines()[:3]}.")
+    message = _git("log", "-1", "--format=%B", cwd=repo).strip("\n")
+    lines = message.splitlines()
+    subject = lines[0] if lines else ""
+    expect(len(subject) <= 72, f"the subject line has {len(subject)} characters, at most 72 allowed.")
+    expect(re.match(SUBJECT_PATTERN, subject) is not None,
+           f"the subject {subject!r} is not `area: imperative summary` (lower-case area, colon, space, lower-case "
+           "verb, no trailing period), e.g. 'core: add sentence_count'.")
+    expect(len(lines) >= 3 and lines[1] == "" and any(line.strip() for line in lines[2:]),
+           "the message needs a blank line after the subject, then a body saying what changed and why.")
+    files = _git("show", "--name-only", "--format=", "HEAD", cwd=repo).split()
+    expect(any(f.startswith("wordstats/") for f in files) and any(f.startswith("tests/") for f in files),
+           f"the commit changes {files}: it must hold both the code (wordstats/) and its test (tests/).")

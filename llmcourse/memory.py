@@ -1,0 +1,627 @@
+"""How much memory a model needs for a task, without loading it.
+
+`estimate(model_or_config, task=...)` builds the model on PyTorch's *meta* device (tensors with a shape and a dtype
+but no storage), counts its parameters by module type, and then *simulates* one forward pass (and, for training, the
+backward pass) on meta tensors while a tracker adds up the bytes that would be alive at every moment. The peak of
+that simulation is the activation memory; weights, gradients, optimizer states, LoRA adapters and the KV cache come
+from exact counts. Nothing is downloaded beyond a config and no weight is ever materialised.
+
+To keep it fast for an 8B model, the simulation runs a 2-layer and a 3-layer copy of the model and extrapolates
+linearly to the real depth (every decoder layer has the same shape, so each one adds the same bytes).
+
+Numbers are bytes "above the framework's baseline": what the task adds to a process that has already imported torch
+and run a first small step (the libraries' own code and thread pools are not counted).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+import weakref
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Estimate", "estimate", "format_bytes", "parse_size", "load_config", "TASKS"]
+
+TASKS = ("inference", "full", "lora", "qlora")
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+QUANTS = (None, "int8", "nf4")
+NF4_BLOCK = 64  # bitsandbytes 4-bit block size: one absmax per 64 weights
+DQ_BLOCK = 256  # double quantization: one fp32 scale per 256 absmax values
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+BREAKDOWN_KEYS = ("weights", "adapters", "gradients", "optimizer", "activations", "kv_cache", "overhead")
+# Measured on CPU (glibc allocator, 2 threads): a training step keeps about 64 MiB more resident than the bytes
+# alive at its peak (freed blocks the allocator does not return at once, kernel workspaces), generation about 8 MiB.
+# On a GPU, torch.cuda.max_memory_allocated counts live tensors only, so there is no such term.
+CPU_OVERHEAD = {"train": 64 * 2**20, "inference": 8 * 2**20}
+BREAKDOWN_LABELS = {
+    "weights": "model weights",
+    "adapters": "LoRA adapters",
+    "gradients": "gradients",
+    "optimizer": "optimizer states (AdamW)",
+    "activations": "activations and temporaries",
+    "kv_cache": "KV cache",
+    "overhead": "CPU allocator slack",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------- sizes
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_size(value: str | int | float) -> int:
+    """'4GiB', '4GB', '4096MiB', '1.5 GiB' or a number of bytes -> bytes (int)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ConfigError(f"cannot read the size {value!r}. Write a number with a unit, e.g. '4GiB', '4GB' or "
+                          "'4096MiB' (GiB = 1024^3 bytes, GB = 1000^3 bytes).")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def format_bytes(n: float) -> str:
+    """Bytes in binary units: 1536 -> '1.5 KiB'."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}" if abs(n) < 10 else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+# ---------------------------------------------------------------------------------------------------------- result
+@dataclass
+class Estimate:
+    """The memory of one task in one configuration, as a breakdown in bytes (see `BREAKDOWN_KEYS`)."""
+
+    model: str
+    task: str
+    dtype: str
+    quant: str | None
+    batch: int
+    seq_len: int
+    gradient_checkpointing: bool
+    lora_r: int | None
+    new_tokens: int
+    device: str
+    params: int
+    trainable_params: int
+    breakdown: dict[str, int]
+    params_by_type: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return int(sum(self.breakdown.values()))
+
+    @property
+    def config_label(self) -> str:
+        parts = [self.dtype if not self.quant else f"{self.quant} (compute {self.dtype})"]
+        if self.gradient_checkpointing:
+            parts.append("gradient checkpointing")
+        parts.append(f"batch {self.batch} x {self.seq_len} tokens")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["total_bytes"] = self.total_bytes
+        return d
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [(BREAKDOWN_LABELS[k], self.breakdown[k]) for k in BREAKDOWN_KEYS if self.breakdown.get(k)]
+
+    def __str__(self) -> str:
+        lines = [f"{self.model}: {self.task}, {self.config_label}"]
+        width = max(len(label) for label, _ in self.rows()) if self.rows() else 10
+        for label, n in self.rows():
+            lines.append(f"  {label:<{width}}  {format_bytes(n):>10}")
+        lines.append(f"  {'total':<{width}}  {format_bytes(self.total_bytes):>10}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        body = "".join(f"<tr><td>{label}</td><td style='text-align:right'>{format_bytes(n)}</td></tr>"
+                       for label, n in self.rows())
+        return (f"<p><b>{self.model}</b>: {self.task}, {self.config_label}</p><table><tr><th>part</th><th>memory</th>"
+                f"</tr>{body}<tr><td><b>total</b></td><td style='text-align:right'><b>{format_bytes(self.total_bytes)}"
+                "</b></td></tr></table>")
+
+
+# ---------------------------------------------------------------------------------------------------------- config
+def packaged_configs() -> dict[str, Path]:
+    """The config files the package carries for large well-known models: {hub id: path}."""
+    out = {}
+    for path in sorted(CONFIG_DIR.glob("*.json")):
+        name = json.loads(path.read_text()).get("_name_or_path") or path.stem
+        out[name] = path
+    return out
+
+
+def _find_packaged(name: str) -> Path | None:
+    """A packaged config by hub id or short name; '-Instruct' variants share their base model's shapes."""
+    keys = {name.lower().strip()}
+    keys |= {k.split("/")[-1] for k in keys}
+    keys |= {re.sub(r"-(instruct|chat|it)$", "", k) for k in keys}
+    configs = packaged_configs()
+    for hub_id, path in configs.items():
+        if keys & {hub_id.lower(), hub_id.split("/")[-1].lower(), path.stem.lower()}:
+            return path
+    prefix = [path for hub_id, path in configs.items() if any(hub_id.split("/")[-1].lower().startswith(k)
+                                                               for k in keys if len(k) >= 6)]
+    return prefix[0] if len(prefix) == 1 else None
+
+
+def load_config(model_or_config: Any):
+    """A transformers config from a config object, a model, a local folder, a packaged config name or a hub id."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    if isinstance(model_or_config, PretrainedConfig):
+        return model_or_config
+    if hasattr(model_or_config, "config") and isinstance(model_or_config.config, PretrainedConfig):
+        return model_or_config.config
+    if not isinstance(model_or_config, (str, Path)):
+        raise ConfigError(f"estimate() needs a model name, a folder, a config or a model, not {type(model_or_config)}.")
+    name = str(model_or_config)
+    if Path(name, "config.json").is_file():
+        cfg = AutoConfig.from_pretrained(name)
+        cfg._name_or_path = Path(name).name  # a folder's name, not its absolute path (it ends up in outputs)
+        return cfg
+    packaged = _find_packaged(name)
+    if packaged is not None:
+        data = json.loads(packaged.read_text())
+        data.pop("_name_or_path", None)
+        model_type = data.pop("model_type")
+        cfg = AutoConfig.for_model(model_type, **data)
+        cfg._name_or_path = name
+        return cfg
+    try:
+        from . import assets
+
+        local = assets.resolve(name)
+        if Path(local, "config.json").is_file():
+            cfg = AutoConfig.from_pretrained(local)
+            cfg._name_or_path = name
+            return cfg
+    except Exception:  # noqa: BLE001 - fall through to the hub (online) or a clear error below
+        pass
+    try:
+        return AutoConfig.from_pretrained(name)
+    except Exception as exc:  # noqa: BLE001
+        known = ", ".join(packaged_configs()) or "none"
+        raise ConfigError(f"no config found for {name!r} ({type(exc).__name__}). Pass a local folder with a "
+                          f"config.json, a transformers config object, or a packaged config: {known}.") from exc
+
+
+def _model_name(config) -> str:
+    return getattr(config, "_name_or_path", "") or (config.architectures or [config.model_type])[0]
+
+
+def _with_layers(config, n: int):
+    cfg = copy.deepcopy(config)
+    cfg.num_hidden_layers = n
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = list(cfg.layer_types)[:n]
+    return cfg
+
+
+def _num_layers(config) -> int:
+    return int(config.num_hidden_layers)
+
+
+def _model_class(config):
+    import transformers
+
+    for arch in config.architectures or []:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    try:
+        transformers.AutoModelForCausalLM.from_config  # noqa: B018
+        transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+        return transformers.AutoModelForCausalLM
+    except KeyError:
+        return transformers.AutoModel
+
+
+def _build_meta(config, dtype: str):
+    import torch
+
+    cls = _model_class(config)
+    tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    with torch.device("meta"):
+        if hasattr(cls, "from_config"):
+            model = cls.from_config(config, dtype=tdtype)
+        else:
+            model = cls._from_config(config, dtype=tdtype)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ counting weights
+def _linear_shape(module) -> tuple[int, int] | None:
+    """(in_features, out_features) of an nn.Linear or a GPT-2 style Conv1D, else None."""
+    import torch
+
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features, module.out_features
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        return module.weight.shape[0], module.nf
+    return None
+
+
+def _not_converted(model) -> set[str]:
+    """Module names transformers keeps in 16-bit when quantizing (the output head, tied embeddings)."""
+    try:
+        from transformers.quantizers.base import get_keys_to_not_convert
+
+        return set(get_keys_to_not_convert(model))
+    except Exception:  # noqa: BLE001
+        return {"lm_head"}
+
+
+def _quantized_modules(model) -> dict[str, tuple[int, int]]:
+    skip = _not_converted(model)
+    out = {}
+    for name, module in model.named_modules():
+        shape = _linear_shape(module)
+        if shape is None or any(name == s or name.endswith("." + s) or name.startswith(s + ".") for s in skip):
+            continue
+        out[name] = shape
+    return out
+
+
+def _lora_targets(model) -> dict[str, tuple[int, int]]:
+    """All linear layers but the output head and a classification head ('all-linear' as peft defines it)."""
+    skip = {"lm_head", "score", "classifier", "cls", "qa_outputs", "pooler"} | _not_converted(model)
+    out = {}
+    for name, module in model.named_modules():
+        shape = _linear_shape(module)
+        if shape is None or any(part in skip for part in name.split(".")):
+            continue
+        out[name] = shape
+    return out
+
+
+def _count(config, dtype: str, quant: str | None, lora_r: int | None, double_quant: bool) -> dict[str, Any]:
+    model = _build_meta(config, dtype)
+    seen, by_type, total = set(), {}, 0
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            by_type[type(module).__name__] = by_type.get(type(module).__name__, 0) + p.numel()
+            total += p.numel()
+    wbytes = total * DTYPE_BYTES[dtype]
+    quantized = _quantized_modules(model) if quant else {}
+    largest_q = 0
+    for din, dout in quantized.values():
+        n = din * dout
+        largest_q = max(largest_q, n)
+        wbytes -= n * DTYPE_BYTES[dtype]
+        if quant == "int8":
+            wbytes += n + 4 * dout  # int8 weights + one fp32 scale per output row
+        else:
+            blocks = -(-n // NF4_BLOCK)
+            wbytes += n // 2 + (blocks + 4 * -(-blocks // DQ_BLOCK) if double_quant else 4 * blocks)
+    lora = _lora_targets(model) if lora_r else {}
+    adapter_params = sum(lora_r * (din + dout) for din, dout in lora.values()) if lora_r else 0
+    largest = max((p.numel() for p in model.parameters()), default=0)
+    return {"params": total, "by_type": by_type, "weight_bytes": wbytes, "adapter_params": adapter_params,
+            "largest_quantized": largest_q, "largest_param": largest}
+
+
+# ------------------------------------------------------------------------------------------ simulating activations
+class _LiveBytes:
+    """A dispatch mode that adds up the bytes of the tensors alive at each moment (on meta tensors)."""
+
+    def __init__(self, ignore):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tracker._record(out)
+                return out
+
+        self.mode = Mode()
+        self.ignore = set(ignore)
+        self.live: dict[int, tuple[int, int]] = {}  # storage address -> (serial number, bytes)
+        self.serial = 0
+        self.current = 0
+        self.peak = 0
+        self.peak_snapshot: dict[int, int] = {}  # serial -> bytes, at the peak moment
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key, (0, 0))[1]
+
+    def serial_of(self, tensor) -> int | None:
+        entry = self.live.get(tensor.untyped_storage()._cdata)
+        return entry[0] if entry else None
+
+    def _record(self, out) -> None:
+        import torch
+        from torch.utils._pytree import tree_flatten
+
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage._cdata
+            if key in self.live or key in self.ignore:
+                continue
+            self.serial += 1
+            self.live[key] = (self.serial, storage.nbytes())
+            self.current += storage.nbytes()
+            weakref.finalize(storage, self._free, key)
+            if self.current > self.peak:
+                self.peak = self.current
+                self.peak_snapshot = dict(self.live.values())
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+def _fake_quantized_linear(module, compute_dtype):
+    """Make a meta Linear/Conv1D behave like a bitsandbytes one for memory: it dequantizes its weight to the compute
+    dtype in every forward and backward (a temporary the size of the weight) and saves its input for the backward."""
+    import torch
+
+    class DequantMatmul(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, transposed):
+            ctx.save_for_backward(x)
+            ctx.weight, ctx.transposed = weight, transposed
+            w = weight.to(compute_dtype) * 1  # the dequantized copy
+            return x @ (w if transposed else w.t())
+
+        @staticmethod
+        def backward(ctx, grad):
+            w = ctx.weight.to(compute_dtype) * 1
+            return grad @ (w.t() if ctx.transposed else w), None, None
+
+    transposed = type(module).__name__ == "Conv1D"
+
+    def forward(x):
+        out = DequantMatmul.apply(x.to(compute_dtype), module.weight, transposed)
+        return out + module.bias if module.bias is not None else out
+
+    module.forward = forward
+
+
+def _enable_checkpointing(model) -> None:
+    """Gradient checkpointing with use_reentrant=False (transformers 5 renamed it 'activation checkpointing')."""
+    import warnings
+
+    kwargs = {"use_reentrant": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        if hasattr(model, "activation_checkpointing_enable"):
+            try:
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+                return
+            except TypeError:
+                pass
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _inputs(model, batch: int, seq_len: int, task: str):
+    import torch
+
+    ids = torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
+    kwargs = {"input_ids": ids}  # no attention mask: all ones is the same, and checking it needs real values
+    name = type(model).__name__
+    causal = name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
+    if task == "inference":
+        if causal:
+            kwargs["use_cache"] = True
+            kwargs["logits_to_keep"] = 1
+    elif causal or name.endswith("ForMaskedLM"):
+        kwargs["labels"] = ids
+    elif name.endswith("ForSequenceClassification"):
+        kwargs["labels"] = torch.zeros(batch, dtype=torch.long, device="meta")
+    return kwargs, causal
+
+
+def _cache_tensors(out) -> list:
+    pkv = getattr(out, "past_key_values", None)
+    if pkv is None:
+        return []
+    tensors = []
+    for layer in getattr(pkv, "layers", []):
+        for attr in ("keys", "values"):
+            t = getattr(layer, attr, None)
+            if t is not None:
+                tensors.append(t)
+    return tensors
+
+
+def _simulate(config, task: str, dtype: str, quant: str | None, batch: int, seq_len: int, lora_r: int | None,
+              gradient_checkpointing: bool) -> dict[str, int]:
+    """Run the task on meta tensors; return the peak live bytes split into activations / gradients / kv."""
+    import torch
+
+    model = _build_meta(config, dtype)
+    tdtype = next(model.parameters()).dtype
+    if quant:
+        for name in _quantized_modules(model):
+            _fake_quantized_linear(model.get_submodule(name), tdtype)
+    train = task != "inference"
+    if task in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        targets = [n.split(".")[-1] for n in _lora_targets(model)]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model = get_peft_model(model, LoraConfig(r=lora_r or 16, lora_alpha=2 * (lora_r or 16), lora_dropout=0.05,
+                                                 target_modules=sorted(set(targets))))
+    if train:
+        model.train()
+        if gradient_checkpointing:
+            _enable_checkpointing(model)
+    else:
+        model.eval()
+    kwargs, _ = _inputs(model.get_base_model() if hasattr(model, "peft_config") else model, batch, seq_len, task)
+    params = list(model.parameters()) + list(model.buffers())
+    tracker = _LiveBytes(p.untyped_storage()._cdata for p in params)
+    kv_keys: set[int] = set()
+    from transformers import masking_utils
+
+    saved = masking_utils.find_packed_sequence_indices
+    masking_utils.find_packed_sequence_indices = lambda *a, **k: None  # it reads values; no packed sequences here
+    try:
+        tracker.__enter__()
+        if train:
+            out = model(**kwargs)
+            loss = out.loss if getattr(out, "loss", None) is not None else out[0].float().mean()
+            del out
+            loss.backward()
+            del loss
+        else:
+            with torch.no_grad():
+                try:
+                    out = model(**kwargs)
+                except TypeError:
+                    kwargs.pop("logits_to_keep", None)
+                    out = model(**kwargs)
+            kv_keys = {tracker.serial_of(t) for t in _cache_tensors(out)}
+            del out
+    finally:
+        tracker.__exit__(None, None, None)
+        masking_utils.find_packed_sequence_indices = saved
+    grad_keys = {tracker.serial_of(p.grad) for p in model.parameters() if p.grad is not None}
+    snap = tracker.peak_snapshot
+    grads = sum(n for k, n in snap.items() if k in grad_keys)
+    kv = sum(n for k, n in snap.items() if k in kv_keys)
+    return {"peak": tracker.peak, "gradients": grads, "kv": kv, "activations": tracker.peak - grads - kv}
+
+
+@functools.lru_cache(maxsize=256)
+def _simulate_cached(config_json: str, model_type: str, *args) -> dict[str, int]:
+    from transformers import AutoConfig
+
+    data = json.loads(config_json)
+    data.pop("model_type", None)
+    return _simulate(AutoConfig.for_model(model_type, **data), *args)
+
+
+def _extrapolate(config, task, dtype, quant, batch, seq_len, lora_r, gc) -> dict[str, int]:
+    n = _num_layers(config)
+    if n <= 3:
+        cfg = config
+        return _simulate_cached(cfg.to_json_string(use_diff=False), cfg.model_type, task, dtype, quant, batch,
+                                seq_len, lora_r, gc)
+    r2, r3 = (_simulate_cached(c.to_json_string(use_diff=False), c.model_type, task, dtype, quant, batch, seq_len,
+                               lora_r, gc) for c in (_with_layers(config, 2), _with_layers(config, 3)))
+    return {k: max(0, r3[k] + (r3[k] - r2[k]) * (n - 3)) for k in r2}
+
+
+@functools.lru_cache(maxsize=256)
+def _count_cached(config_json: str, model_type: str, dtype, quant, lora_r, double_quant):
+    from transformers import AutoConfig
+
+    data = json.loads(config_json)
+    data.pop("model_type", None)
+    return _count(AutoConfig.for_model(model_type, **data), dtype, quant, lora_r, double_quant)
+
+
+def _count_extrapolated(config, dtype, quant, lora_r, double_quant) -> dict[str, Any]:
+    n = _num_layers(config)
+    if n <= 3:
+        return _count_cached(config.to_json_string(use_diff=False), config.model_type, dtype, quant, lora_r,
+                             double_quant)
+    c2, c3 = (_count_cached(c.to_json_string(use_diff=False), c.model_type, dtype, quant, lora_r, double_quant)
+              for c in (_with_layers(config, 2), _with_layers(config, 3)))
+    out = {k: c3[k] + (c3[k] - c2[k]) * (n - 3) for k in ("params", "weight_bytes", "adapter_params")}
+    out["by_type"] = {t: c3["by_type"].get(t, 0) + (c3["by_type"].get(t, 0) - c2["by_type"].get(t, 0)) * (n - 3)
+                      for t in c3["by_type"]}
+    out["largest_quantized"] = c3["largest_quantized"]
+    out["largest_param"] = c3["largest_param"]
+    return out
+
+
+def kv_cache_bytes(config, batch: int, tokens: int, dtype: str = "bf16") -> int:
+    """Bytes of a KV cache: 2 (keys and values) x layers x kv heads x head dim x batch x tokens x bytes."""
+    heads = getattr(config, "num_attention_heads", None) or config.n_head
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * _num_layers(config) * kv_heads * head_dim * batch * tokens * DTYPE_BYTES[dtype]
+
+
+# ------------------------------------------------------------------------------------------------------ the public
+def estimate(model_or_config: Any, task: str = "inference", *, dtype: str | None = None, quant: str | None = None,
+             batch: int = 1, seq_len: int = 512, lora_r: int = 16, gradient_checkpointing: bool = False,
+             new_tokens: int = 32, double_quant: bool = True, device: str = "cpu") -> Estimate:
+    """Estimate the peak memory of `task` for a model, in bytes, without loading any weight.
+
+    model_or_config: a hub id or alias (packaged configs for large models work offline), a local folder, a
+        transformers config, or a model (its config is used).
+    task: "inference" (a forward over batch x seq_len prompt tokens, then `new_tokens` generated with a KV cache),
+        "full" (training every weight with AdamW), "lora" (adapters on all linear layers, base frozen) or "qlora"
+        (the same on a 4-bit base: quant defaults to "nf4").
+    dtype: "fp32", "bf16" or "fp16": the weights' dtype (for a quantized model, the compute dtype of the layers
+        that stay unquantized). Default fp32, or bf16 with quantization.
+    quant: None, "int8" or "nf4" (bitsandbytes); not allowed with task="full".
+    device: "cpu" or "cuda": only changes the optimizer's temporary memory (foreach AdamW on GPUs).
+    """
+    if task not in TASKS:
+        raise ConfigError(f"task {task!r} is not one of {', '.join(TASKS)}.")
+    if task == "qlora" and quant is None:
+        quant = "nf4"
+    if quant in ("none", ""):
+        quant = None
+    if quant not in QUANTS:
+        raise ConfigError(f"quant {quant!r} is not one of none, int8, nf4.")
+    if task == "full" and quant:
+        raise ConfigError(f"full fine-tuning cannot train {quant} weights. Use task='qlora' (adapters on a "
+                          "quantized base) or quant=None.")
+    dtype = dtype or ("bf16" if quant else "fp32")
+    if dtype not in DTYPE_BYTES:
+        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPE_BYTES)}.")
+    if batch < 1 or seq_len < 1:
+        raise ConfigError(f"batch ({batch}) and seq_len ({seq_len}) must be at least 1.")
+    config = load_config(model_or_config)
+    lora = lora_r if task in ("lora", "qlora") else None
+    counts = _count_extrapolated(config, dtype, quant, lora, double_quant)
+    gc = bool(gradient_checkpointing) and task != "inference"
+    sim = _extrapolate(config, task, dtype, quant, batch, seq_len, lora, gc)
+    wb = DTYPE_BYTES[dtype]
+    breakdown = dict.fromkeys(BREAKDOWN_KEYS, 0)
+    breakdown["weights"] = counts["weight_bytes"]
+    if task == "inference":
+        kv = kv_cache_bytes(config, batch, seq_len + new_tokens, dtype) if sim["kv"] else 0
+        breakdown["kv_cache"] = kv
+        breakdown["activations"] = sim["activations"] + max(0, sim["kv"] - kv)
+        trainable = 0
+    else:
+        if task == "full":
+            trainable, state_bytes = counts["params"], wb
+            all_grads = counts["params"] * wb
+            step_temp = all_grads if device == "cuda" else 2 * counts["largest_param"] * wb
+        else:
+            trainable, state_bytes = counts["adapter_params"], 4  # peft keeps adapters in fp32
+            breakdown["adapters"] = trainable * 4
+            all_grads = trainable * 4
+            step_temp = all_grads
+        breakdown["optimizer"] = 2 * trainable * state_bytes
+        if all_grads + step_temp > sim["peak"]:  # the optimizer step is the peak moment
+            breakdown["gradients"], breakdown["activations"] = all_grads, step_temp
+        else:
+            breakdown["gradients"], breakdown["activations"] = sim["gradients"], sim["activations"]
+    if device == "cpu":
+        breakdown["overhead"] = CPU_OVERHEAD["inference" if task == "inference" else "train"]
+    return Estimate(model=_model_name(config), task=task, dtype=dtype, quant=quant, batch=batch, seq_len=seq_len,
+                    gradient_checkpointing=gc, lora_r=lora, new_tokens=new_tokens if task == "inference" else 0,
+                    device=device, params=counts["params"], trainable_params=trainable,
+                    breakdown={k: int(v) for k, v in breakdown.items()}, params_by_type=counts["by_type"])

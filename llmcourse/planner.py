@@ -1,0 +1,312 @@
+"""Can I run (or fine-tune) this model here, and how? `plan(model, budget=..., task=...)` answers.
+
+It tries the configurations a careful engineer would, in this order, and keeps the first that fits the budget:
+full precision (fp32), half precision (bf16, or fp16 where the hardware has no bf16), 8-bit weights, 4-bit (nf4)
+weights, gradient checkpointing (training only), then smaller batches. Full fine-tuning cannot use quantized
+weights, and QLoRA starts at 4-bit. The result is a `Plan`: the chosen configuration, its memory breakdown
+(`plan.estimate`), a plain-words explanation, an HTML table in notebooks and a bar chart (`plan.plot()`).
+
+Command line: `llmcourse plan MODEL --task qlora --budget 4GiB [--json]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from .errors import ConfigError, CourseError, MemoryBudgetError
+from .memory import BREAKDOWN_KEYS, BREAKDOWN_LABELS, DTYPE_BYTES, TASKS, Estimate, estimate, format_bytes, parse_size
+
+__all__ = ["Plan", "plan", "simulated_card", "configure_parser", "main"]
+
+CPU_MARGIN = 0.8  # of the available RAM: the OS, the notebook and the data need the rest
+GPU_MARGIN = 0.9  # of the free GPU memory
+CUDA_CONTEXT = 512 * 2**20  # the CUDA context and kernels take about this much outside torch's allocator
+
+_CARDS = {
+    "t4": dict(kind="cuda", name="Tesla T4 (simulated)", total_memory=15 * 2**30, free_memory=15 * 2**30,
+               compute_capability=(7, 5), bf16=False, bnb_4bit=True),
+    "a100": dict(kind="cuda", name="A100 40GB (simulated)", total_memory=40 * 2**30, free_memory=40 * 2**30,
+                 compute_capability=(8, 0), bf16=True, bnb_4bit=True),
+    "4090": dict(kind="cuda", name="RTX 4090 (simulated)", total_memory=24 * 2**30, free_memory=24 * 2**30,
+                 compute_capability=(8, 9), bf16=True, bnb_4bit=True),
+    "cpu": dict(kind="cpu", name="CPU with 16 GiB (simulated)", total_memory=16 * 2**30, free_memory=16 * 2**30,
+                compute_capability=None, bf16=True, bnb_4bit=True),
+}
+
+
+def simulated_card(name: str) -> SimpleNamespace:
+    """A hardware card for planning without the hardware: 't4' (15 GiB, no bf16), 'a100', '4090' or 'cpu'."""
+    try:
+        return SimpleNamespace(**_CARDS[name.lower()])
+    except KeyError:
+        raise ConfigError(f"unknown simulated device {name!r}; use one of {', '.join(_CARDS)} "
+                          "or llmcourse.detect()") from None
+
+
+def _card(device: Any):
+    if device is None:
+        from .device import detect
+
+        return detect()
+    if isinstance(device, str):
+        return simulated_card(device)
+    return device
+
+
+def _default_budget(card) -> tuple[int, str]:
+    free = int(card.free_memory)
+    if card.kind == "cuda":
+        budget = int(free * GPU_MARGIN) - CUDA_CONTEXT
+        why = (f"{int(GPU_MARGIN * 100)}% of the {format_bytes(free)} free on {card.name}, minus "
+               f"{format_bytes(CUDA_CONTEXT)} for the CUDA context")
+    else:
+        budget = int(free * CPU_MARGIN)
+        why = f"{int(CPU_MARGIN * 100)}% of the {format_bytes(free)} of memory available on {card.name}"
+    return max(budget, 0), why
+
+
+@dataclass
+class Plan:
+    """The configuration chosen for a model, a task and a memory budget, and why."""
+
+    model: str
+    task: str
+    budget_bytes: int
+    budget_reason: str
+    device: str
+    estimate: Estimate
+    fits: bool
+    tried: list[tuple[str, int, bool]] = field(default_factory=list)  # (configuration, bytes, fits)
+    notes: list[str] = field(default_factory=list)
+
+    dtype = property(lambda self: self.estimate.dtype)
+    quant = property(lambda self: self.estimate.quant)
+    gradient_checkpointing = property(lambda self: self.estimate.gradient_checkpointing)
+    batch = property(lambda self: self.estimate.batch)
+    seq_len = property(lambda self: self.estimate.seq_len)
+    total_bytes = property(lambda self: self.estimate.total_bytes)
+    breakdown = property(lambda self: self.estimate.breakdown)
+
+    @property
+    def explanation(self) -> str:
+        e = self.estimate
+        lines = [f"Budget: {format_bytes(self.budget_bytes)} ({self.budget_reason})."]
+        lines += self.notes
+        for label, n, ok in self.tried:
+            lines.append(f"  {label}: {format_bytes(n)}, {'fits' if ok else 'does not fit'}.")
+        biggest = max(e.rows(), key=lambda r: r[1])
+        verdict = "fits" if self.fits else "does NOT fit"
+        lines.append(f"Plan: {e.config_label} {verdict}: {format_bytes(e.total_bytes)} of "
+                     f"{format_bytes(self.budget_bytes)} ({100 * e.total_bytes / max(self.budget_bytes, 1):.0f}%). "
+                     f"The largest part is {biggest[0]} ({format_bytes(biggest[1])}).")
+        return "\n".join(lines)
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """Arguments for `llmcourse.load_model` that apply this plan."""
+        return {"dtype": self.dtype, "quant": self.quant}
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.estimate
+        return {"model": self.model, "task": self.task, "device": self.device, "budget_bytes": self.budget_bytes,
+                "total_bytes": e.total_bytes, "breakdown": dict(e.breakdown), "dtype": e.dtype, "quant": e.quant,
+                "gradient_checkpointing": e.gradient_checkpointing, "batch": e.batch, "seq_len": e.seq_len,
+                "lora_r": e.lora_r, "params": e.params, "trainable_params": e.trainable_params, "fits": self.fits,
+                "tried": [{"configuration": c, "total_bytes": n, "fits": ok} for c, n, ok in self.tried],
+                "explanation": self.explanation}
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.task})\n{self.explanation}\n\n{self.estimate}"
+
+    def _repr_html_(self) -> str:
+        tried = "".join(f"<tr><td>{c}</td><td style='text-align:right'>{format_bytes(n)}</td>"
+                        f"<td>{'yes' if ok else 'no'}</td></tr>" for c, n, ok in self.tried)
+        notes = "".join(f"<li>{n}</li>" for n in self.notes)
+        return (f"<p><b>{self.model}</b>, task <b>{self.task}</b>, budget {format_bytes(self.budget_bytes)} "
+                f"({self.budget_reason})</p>{'<ul>' + notes + '</ul>' if notes else ''}"
+                f"<table><tr><th>configuration tried</th><th>estimated peak</th><th>fits</th></tr>{tried}</table>"
+                + self.estimate._repr_html_())
+
+    def plot(self, ax=None):
+        """A horizontal stacked bar of the breakdown with the budget as a red line; returns the matplotlib axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 1.8))
+        left = 0.0
+        for key in BREAKDOWN_KEYS:
+            n = self.estimate.breakdown.get(key, 0) / 2**30
+            if n > 0:
+                ax.barh([0], [n], left=left, label=f"{BREAKDOWN_LABELS[key]} ({n:.2f} GiB)")
+                left += n
+        ax.axvline(self.budget_bytes / 2**30, color="red", linestyle="--", label="budget")
+        ax.set_yticks([])
+        ax.set_xlabel("GiB")
+        ax.set_title(f"{self.model}: {self.task}, {self.estimate.config_label}", fontsize=9)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        return ax
+
+
+def _candidates(task: str, half: str, quant_ok: bool, dtype: str | None, quant: str | None):
+    """(dtype, quant) in the order a careful engineer tries them."""
+    if dtype or quant:
+        if task == "qlora" and not quant:
+            quant = "nf4"
+        return [(dtype or (half if quant else "fp32"), quant)]
+    if task == "full":
+        return [("fp32", None), (half, None)]
+    if task == "qlora":
+        return [(half, "nf4")]
+    out = [("fp32", None), (half, None)]
+    if quant_ok:
+        out += [(half, "int8"), (half, "nf4")]
+    return out
+
+
+def plan(model: Any, budget: Any = None, task: str = "inference", batch: int = 1, seq_len: int = 512, *,
+         dtype: str | None = None, quant: str | None = None, lora_r: int = 16,
+         gradient_checkpointing: bool | None = None, new_tokens: int = 32, device: Any = None) -> Plan:
+    """Choose how to run `task` for `model` within `budget` bytes (default: the device's free memory, with a margin).
+
+    model: a hub id or alias, a local folder, a config or a model (see `llmcourse.estimate`).
+    budget: bytes, or a string like "4GiB", "4GB", "4096MiB".
+    task: "inference", "full", "lora" or "qlora".
+    dtype, quant, gradient_checkpointing: fix these instead of choosing them (the plan then only reports whether
+        that configuration fits, and lowers nothing).
+    device: the hardware to plan for: None (this machine, `llmcourse.detect()`), a card from `detect()`, or a
+        simulated one by name ("t4", "a100", "4090", "cpu").
+    Raises MemoryBudgetError when nothing fits, with the smallest configuration's numbers and what to change.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"task {task!r} is not one of {', '.join(TASKS)}.")
+    if quant in ("none", ""):
+        quant = None
+    if task == "full" and quant:
+        raise ConfigError("full fine-tuning trains every weight, so the weights cannot be quantized; use "
+                          "--task qlora for adapters on a quantized model.")
+    card = _card(device)
+    kind = "cuda" if card.kind == "cuda" else "cpu"
+    notes = []
+    if budget is None:
+        budget_bytes, reason = _default_budget(card)
+    else:
+        budget_bytes, reason = parse_size(budget), "given"
+    half = "bf16" if card.bf16 or kind == "cpu" else "fp16"
+    if kind == "cuda" and not card.bf16:
+        cc = card.compute_capability
+        notes.append(f"{card.name} has no bf16 (compute capability {cc[0]}.{cc[1]} < 8.0): half precision is fp16."
+                     if cc else f"{card.name} has no bf16: half precision is fp16.")
+    quant_ok = bool(getattr(card, "bnb_4bit", True))
+    if not quant_ok:
+        notes.append("bitsandbytes cannot quantize on this device, so int8 and nf4 are not tried.")
+        if quant or task == "qlora":
+            from .errors import HardwareError
+
+            raise HardwareError(f"{quant or 'nf4'} needs bitsandbytes, which does not work on {card.name}. "
+                                "Fix: pip install bitsandbytes, or use task='lora' without quantization.")
+    fixed = dtype is not None or quant is not None or gradient_checkpointing is not None
+    if dtype and dtype not in DTYPE_BYTES:
+        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPE_BYTES)}.")
+    if dtype == "bf16" and kind == "cuda" and not card.bf16:
+        from .errors import HardwareError
+
+        raise HardwareError(f"{card.name} cannot compute in bf16 (compute capability "
+                            f"{'.'.join(map(str, card.compute_capability or ()))} < 8.0). Fix: dtype='fp16'.")
+    common = dict(lora_r=lora_r, new_tokens=new_tokens, device=kind)
+    tried: list[tuple[str, int, bool]] = []
+
+    def attempt(dt, q, gc, b):
+        est = estimate(model, task, dtype=dt, quant=q, batch=b, seq_len=seq_len, gradient_checkpointing=gc, **common)
+        ok = est.total_bytes <= budget_bytes
+        tried.append((est.config_label, est.total_bytes, ok))
+        return est, ok
+
+    chosen = None
+    training = task != "inference"
+    gc_options = [bool(gradient_checkpointing)] if gradient_checkpointing is not None else [False]
+    for dt, q in _candidates(task, half, quant_ok, dtype, quant):
+        for gc in gc_options:
+            est, ok = attempt(dt, q, gc, batch)
+            if ok:
+                chosen = est
+                break
+        if chosen:
+            break
+    if chosen is None and not fixed:
+        dt, q = _candidates(task, half, quant_ok, dtype, quant)[-1]
+        gc = training
+        b = batch
+        if training:
+            est, ok = attempt(dt, q, True, b)
+            chosen = est if ok else None
+        while chosen is None and b > 1:
+            b //= 2
+            est, ok = attempt(dt, q, gc, b)
+            chosen = est if ok else None
+    name = est.model if chosen is None else chosen.model
+    if chosen is None and fixed:
+        return Plan(model=name, task=task, budget_bytes=budget_bytes, budget_reason=reason, device=card.name,
+                    estimate=est, fits=False, tried=tried, notes=notes)
+    if chosen is None:
+        smallest = min(tried, key=lambda t: t[1])
+        raise MemoryBudgetError(
+            f"{name} cannot run task '{task}' in {format_bytes(budget_bytes)}: the smallest configuration "
+            f"({smallest[0]}) needs {format_bytes(smallest[1])}, {format_bytes(smallest[1] - budget_bytes)} more "
+            f"than the budget ({reason}). Fix: a smaller model, a shorter seq_len than {seq_len}, "
+            + ("task='qlora' (4-bit base with adapters), " if task in ("full", "lora") else "")
+            + "or a machine with more memory.", needed_bytes=smallest[1], budget_bytes=budget_bytes)
+    return Plan(model=name, task=task, budget_bytes=budget_bytes, budget_reason=reason, device=card.name,
+                estimate=chosen, fits=True, tried=tried, notes=notes)
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of `llmcourse plan` to `parser`."""
+    parser.add_argument("model", metavar="MODEL", help="hub id, alias, local folder or packaged config name")
+    parser.add_argument("--task", choices=TASKS, default="inference")
+    parser.add_argument("--budget", help="memory budget, e.g. 4GiB, 4GB, 4096MiB (default: free memory, with margin)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--dtype", choices=sorted(DTYPE_BYTES), help="estimate this dtype instead of choosing")
+    parser.add_argument("--quant", choices=["none", "int8", "nf4"], help="estimate this quantization, do not choose")
+    parser.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                        help="estimate with gradient checkpointing instead of choosing")
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--device", help="plan for a simulated device: t4, a100, 4090, cpu (default: this machine)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `llmcourse plan` with parsed arguments; return the exit code."""
+    try:
+        quant = None if args.quant in (None, "none") else args.quant
+        fixed_quant = args.quant is not None
+        p = plan(args.model, budget=args.budget, task=args.task, batch=args.batch, seq_len=args.seq_len,
+                 dtype=args.dtype, quant=quant if fixed_quant else None, lora_r=args.lora_r,
+                 gradient_checkpointing=args.gradient_checkpointing, device=args.device)
+        if fixed_quant and quant is None and args.dtype is None:
+            p = plan(args.model, budget=args.budget, task=args.task, batch=args.batch, seq_len=args.seq_len,
+                     dtype="fp32", lora_r=args.lora_r, gradient_checkpointing=args.gradient_checkpointing,
+                     device=args.device)
+    except CourseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(p.to_dict()))
+    else:
+        print(p)
+    return 0 if p.fits else 2
+
+
+def _standalone(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmcourse plan", description="How to fit a model in a memory budget.")
+    configure_parser(parser)
+    return main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(_standalone())

@@ -1,0 +1,174 @@
+"""Week 3 exercises: every check accepts the reference solution, rejects plausible wrong answers, and reports a
+stub as not attempted. Tiny inputs only (no training, no full model loads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from exercise_harness import run_exercise
+
+NB1 = "week03/01_small_models_on_a_laptop.ipynb"
+NB2 = "week03/02_finetune_classifier.ipynb"
+NB3 = "week03/03_quantization.ipynb"
+NB4 = "week03/04_pruning_and_distillation.ipynb"
+STUB = "raise NotImplementedError()"
+
+
+def _outcomes(notebook, exercise, context_factory, wrong):
+    right = run_exercise(notebook, exercise, context_factory())
+    assert right.status == "passed", right.message
+    for solution in wrong:
+        result = run_exercise(notebook, exercise, context_factory(), solution=solution)
+        assert result.status == "failed", f"accepted a wrong answer:\n{solution}"
+    stub = run_exercise(notebook, exercise, context_factory(), solution=STUB)
+    assert stub.status == "not attempted", stub.message
+
+
+# ------------------------------------------------------------------------------------------------ notebook 01
+def _nb1_context():
+    from types import SimpleNamespace
+
+    from transformers import AutoModel, BertConfig
+
+    from llmcourse.memory import load_config
+
+    smol = SimpleNamespace(config=load_config("HuggingFaceTB/SmolLM2-135M"))
+    return {"torch": torch, "AutoModel": AutoModel, "BertConfig": BertConfig,
+            "models": {"SmolLM2-135M (decoder)": smol}}
+
+
+def test_exercise_1_1_bert_params():
+    no_pooler = """
+        embeddings = (vocab + max_positions + type_vocab) * hidden + 2 * hidden
+        per_layer = 4 * (hidden * hidden + hidden) + 2 * hidden + 2 * hidden * intermediate + intermediate + 3 * hidden
+        return embeddings + layers * per_layer
+    """
+    no_biases = """
+        embeddings = (vocab + max_positions + type_vocab) * hidden
+        return embeddings + layers * (4 * hidden * hidden + 2 * hidden * intermediate) + hidden * hidden
+    """
+    _outcomes(NB1, "1.1", _nb1_context, [no_pooler, no_biases])
+
+
+def test_exercise_1_2_kv_cache():
+    query_heads = """
+        head_dim = config.hidden_size // config.num_attention_heads
+        return 2 * config.num_hidden_layers * config.num_attention_heads * head_dim * tokens * batch * bytes_per_value
+    """
+    keys_only = """
+        head_dim = config.hidden_size // config.num_attention_heads
+        return config.num_hidden_layers * config.num_key_value_heads * head_dim * tokens * batch * bytes_per_value
+    """
+    _outcomes(NB1, "1.2", _nb1_context, [query_heads, keys_only])
+
+
+# ------------------------------------------------------------------------------------------------ notebook 02
+def test_exercise_2_1_f1():
+    from sklearn.metrics import f1_score
+
+    def ctx():
+        return {"np": np, "f1_score": f1_score}
+
+    macro = "return float(f1_score(labels, preds, average='macro'))"
+    accuracy = "return float(np.mean(labels == preds))"
+    negative_class = "return float(f1_score(1 - labels, 1 - preds))"
+    _outcomes(NB2, "2.1", ctx, [macro, accuracy, negative_class])
+
+
+def test_exercise_2_2_unk_fraction():
+    from transformers import AutoTokenizer
+
+    import llmcourse
+
+    tok = AutoTokenizer.from_pretrained(llmcourse.resolve("sentence-transformers/all-MiniLM-L6-v2"))
+
+    def ctx():
+        return {"tokenizer": tok, "reviews": {"text": ["质量很好 𠀀", "差"]}, "train": {"text": ["good day"]}}
+
+    with_specials = """
+        ids = tokenizer(list(texts))["input_ids"]
+        return sum(s.count(tokenizer.unk_token_id) for s in ids) / sum(len(s) for s in ids)
+    """
+    per_text_mean = """
+        ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return sum(s.count(tokenizer.unk_token_id) / len(s) for s in ids) / len(ids)
+    """
+    _outcomes(NB2, "2.2", ctx, [with_specials, per_text_mean])
+
+
+# ------------------------------------------------------------------------------------------------ notebook 03
+def _nb3_context():
+    def absmax_int8(w):
+        scale = w.abs().max() / 127
+        return torch.round(w / scale).clamp(-127, 127) * scale
+
+    def rel_error(w, w_hat):
+        return ((w - w_hat).norm() / w.norm()).item()
+
+    return {"torch": torch, "absmax_int8": absmax_int8, "rel_error": rel_error}
+
+
+def test_exercise_3_1_asymmetric():
+    absmax = """
+        scale = x.abs().max() / 127
+        return torch.round(x / scale).clamp(-127, 127) * scale
+    """
+    no_zero_point = """
+        scale = (x.max() - x.min()) / 255
+        return torch.clamp(torch.round(x / scale), 0, 255) * scale
+    """
+    _outcomes(NB3, "3.1", _nb3_context, [absmax, no_zero_point])
+
+
+def test_exercise_3_2_bits_per_weight():
+    forgot_scales = "return 4.0"
+    forgot_second_level = "return 4 + (8 if double_quant else 32) / block"
+    _outcomes(NB3, "3.2", dict, [forgot_scales, forgot_second_level])
+
+
+# ------------------------------------------------------------------------------------------------ notebook 04
+def _nb4_context():
+    from torch.nn.utils import prune
+    from transformers import BertConfig, BertForSequenceClassification
+
+    def make_student():
+        torch.manual_seed(0)
+        return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                                        num_attention_heads=2, intermediate_size=128))
+
+    half = make_student()
+    layers = [(m, "weight") for m in half.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=0.5)
+    for m, name in layers:
+        prune.remove(m, name)
+    return {"torch": torch, "make_student": make_student, "half": half,
+            "teacher_logits": torch.tensor([[2.0, -1.0]])}
+
+
+def test_exercise_4_1_global_sparsity():
+    per_layer_mean = """
+        layers = [m.weight for m in model.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
+        return sum(float((w == 0).float().mean()) for w in layers) / len(layers)
+    """
+    all_parameters = """
+        params = list(model.parameters())
+        return sum(int((p == 0).sum()) for p in params) / sum(p.numel() for p in params)
+    """
+    _outcomes(NB4, "4.1", _nb4_context, [per_layer_mean, all_parameters])
+
+
+def test_exercise_4_2_soft_targets():
+    after_softmax = "return torch.softmax(logits, dim=-1) / T"
+    times_t = "return torch.softmax(logits * T, dim=-1)"
+    _outcomes(NB4, "4.2", _nb4_context, [after_softmax, times_t])
+
+
+@pytest.mark.parametrize("notebook", [NB1, NB2, NB3, NB4])
+def test_notebook_has_at_least_two_exercises(notebook):
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / notebook).read_text(encoding="utf-8"))
+    checks = [c for c in nb["cells"] if "check" in c.get("metadata", {}).get("tags", [])]
+    assert len(checks) >= 2

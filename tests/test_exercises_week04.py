@@ -1,0 +1,170 @@
+"""Week 4 exercise checks: each accepts the reference solution, rejects plausible wrong answers, and counts a stub as
+not attempted (tests/exercise_harness.py runs one exercise cell and its check cell outside the notebook)."""
+
+import math
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+import torch
+from exercise_harness import run_exercise
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from transformers import AutoConfig, LlamaConfig
+
+from llmcourse.tasks import final_number
+
+LORA_NB = "week04/01_lora_and_qlora.ipynb"
+TUNE_NB = "week04/02_instruction_tuning_and_prompting.ipynb"
+STUB = "raise NotImplementedError()"
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# SmolLM2-135M's shapes: 30 blocks, hidden 576, MLP 1536, 9 query heads and 3 key/value heads of 64
+SMOL = dict(vocab_size=64, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+            num_key_value_heads=3, head_dim=64)
+SMOL_R16 = 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))  # 4,884,480
+
+
+@pytest.fixture(scope="module")
+def smol_config_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("smol-config")
+    LlamaConfig(**SMOL).save_pretrained(folder)
+    return str(folder)
+
+
+def lora_context(smol_config_dir):
+    torch.manual_seed(0)
+    base = nn.Linear(12, 7)
+    lora = SimpleNamespace(A=torch.randn(4, 12), B=torch.randn(7, 4))
+    return {"torch": torch, "nn": nn, "math": math, "base": base, "lora": lora, "x": torch.randn(3, 12), "ALPHA": 8,
+            "RANK": 16, "path": smol_config_dir, "AutoConfig": AutoConfig, "get_peft_model": get_peft_model,
+            "LoraConfig": LoraConfig, "smol_lora_trainable": SMOL_R16}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import AutoTokenizer
+
+    import llmcourse
+    from llmcourse.errors import AssetUnavailable
+
+    try:
+        return AutoTokenizer.from_pretrained(llmcourse.resolve(MODEL))
+    except AssetUnavailable as exc:
+        pytest.skip(f"SmolLM2's tokenizer is not available here: {exc}")
+
+
+def run(notebook, exercise, solution=None, smol_config_dir=None, tok=None):
+    if notebook == LORA_NB:
+        context = lora_context(smol_config_dir)
+    else:
+        context = {"final_number": final_number, "Counter": Counter, "tok": tok,
+                   "SYSTEM": "You label the sentiment of tweets."}
+    return run_exercise(notebook, exercise, context=context, solution=solution)
+
+
+def test_smollm2_count_matches_peft():
+    """The SmolLM2 number the 1.2 check compares with is what peft really trains (on a 2-block copy, scaled)."""
+    two_blocks = LlamaConfig(**dict(SMOL, num_hidden_layers=2))
+    from transformers import LlamaForCausalLM
+
+    m = get_peft_model(LlamaForCausalLM(two_blocks), LoraConfig(r=16, target_modules="all-linear"))
+    assert sum(p.numel() for p in m.parameters() if p.requires_grad) * 15 == SMOL_R16 == 4_884_480
+
+
+@pytest.mark.parametrize("notebook, exercise", [(LORA_NB, "1.1"), (LORA_NB, "1.2"), (LORA_NB, "1.3"),
+                                                (TUNE_NB, "2.1"), (TUNE_NB, "2.2")])
+def test_reference_solution_passes_and_stub_is_not_attempted(notebook, exercise, smol_config_dir, request):
+    tokenizer = request.getfixturevalue("tok") if exercise == "2.2" else None
+    result = run(notebook, exercise, smol_config_dir=smol_config_dir, tok=tokenizer)
+    assert result.status == "passed", result.message
+    stub = run(notebook, exercise, STUB, smol_config_dir=smol_config_dir, tok=tokenizer)
+    assert stub.status == "not attempted", stub.message
+
+
+WRONG = {
+    "1.1": {
+        "scaled by alpha, not alpha / r": "return x @ W.T + b + alpha * (x @ A.T) @ B.T",
+        "scaled by r / alpha": "r = A.shape[0]\nreturn x @ W.T + b + (r / alpha) * (x @ A.T) @ B.T",
+        "no bias": "r = A.shape[0]\nreturn x @ W.T + (alpha / r) * (x @ A.T) @ B.T",
+        "the base layer only": "return x @ W.T + b",
+        "r read from the wrong axis": "r = B.shape[0]\nreturn x @ W.T + b + (alpha / r) * (x @ A.T) @ B.T",
+    },
+    "1.2": {
+        "no grouped-query attention": "h, f = config.hidden_size, config.intermediate_size\n"
+                                      "shapes = {'q_proj': (h, h), 'k_proj': (h, h), 'v_proj': (h, h), "
+                                      "'o_proj': (h, h), 'gate_proj': (h, f), 'up_proj': (h, f), 'down_proj': (f, h)}\n"
+                                      "return config.num_hidden_layers * sum(r * sum(shapes[t]) for t in targets)",
+        "r * d_in * d_out": "h, f = config.hidden_size, config.intermediate_size\n"
+                            "kv = config.num_key_value_heads * (h // config.num_attention_heads)\n"
+                            "shapes = {'q_proj': (h, h), 'k_proj': (h, kv), 'v_proj': (h, kv), 'o_proj': (h, h), "
+                            "'gate_proj': (h, f), 'up_proj': (h, f), 'down_proj': (f, h)}\n"
+                            "return config.num_hidden_layers * sum(r * shapes[t][0] * shapes[t][1] for t in targets)",
+        "one block only": "h, f = config.hidden_size, config.intermediate_size\n"
+                          "kv = config.num_key_value_heads * (h // config.num_attention_heads)\n"
+                          "shapes = {'q_proj': (h, h), 'k_proj': (h, kv), 'v_proj': (h, kv), 'o_proj': (h, h), "
+                          "'gate_proj': (h, f), 'up_proj': (h, f), 'down_proj': (f, h)}\n"
+                          "return sum(r * sum(shapes[t]) for t in targets)",
+        "targets ignored": "h, f = config.hidden_size, config.intermediate_size\n"
+                           "kv = config.num_key_value_heads * (h // config.num_attention_heads)\n"
+                           "shapes = {'q_proj': (h, h), 'k_proj': (h, kv), 'v_proj': (h, kv), 'o_proj': (h, h), "
+                           "'gate_proj': (h, f), 'up_proj': (h, f), 'down_proj': (f, h)}\n"
+                           "return config.num_hidden_layers * sum(r * sum(s) for s in shapes.values())",
+    },
+    "1.3": {
+        "no scale": "return W + B @ A",
+        "scaled by alpha": "return W + alpha * B @ A",
+        "the update alone": "return (alpha / A.shape[0]) * B @ A",
+    },
+    "2.1": {
+        "first reply's answer": "return final_number(replies[0])",
+        "None counted as an answer": "answers = [final_number(r) for r in replies]\n"
+                                     "return Counter(answers).most_common(1)[0][0]",
+        "tie goes to the largest": "answers = [a for a in (final_number(r) for r in replies) if a is not None]\n"
+                                   "if not answers:\n    return None\n"
+                                   "c = Counter(answers)\nreturn max(c, key=lambda a: (c[a], a))",
+        "first number of each reply": "import re\n"
+                                      "answers = [int(m.group()) for r in replies if (m := re.search(r'\\d+', r))]\n"
+                                      "return Counter(answers).most_common(1)[0][0] if answers else None",
+    },
+    "2.2": {
+        "no masking": "input_ids = []\nfor msg in messages:\n"
+                      "    input_ids += tok(f\"<|im_start|>{msg['role']}\\n{msg['content']}<|im_end|>\\n\", "
+                      "add_special_tokens=False).input_ids\n"
+                      "return input_ids, list(input_ids)",
+        "only the last reply trained": "input_ids, labels = [], []\nlast = max(i for i, m in enumerate(messages) "
+                                       "if m['role'] == 'assistant')\n"
+                                       "for i, msg in enumerate(messages):\n"
+                                       "    header = tok(f\"<|im_start|>{msg['role']}\\n\", add_special_tokens=False)"
+                                       ".input_ids\n"
+                                       "    body = tok(f\"{msg['content']}<|im_end|>\", add_special_tokens=False)"
+                                       ".input_ids\n"
+                                       "    nl = tok('\\n', add_special_tokens=False).input_ids\n"
+                                       "    input_ids += header + body + nl\n"
+                                       "    labels += [-100] * len(header)"
+                                       " + (body if i == last else [-100] * len(body)) + [-100] * len(nl)\n"
+                                       "return input_ids, labels",
+        "header trained too": "input_ids, labels = [], []\nfor msg in messages:\n"
+                              "    header = tok(f\"<|im_start|>{msg['role']}\\n\", "
+                              "add_special_tokens=False).input_ids\n"
+                              "    body = tok(f\"{msg['content']}<|im_end|>\", add_special_tokens=False).input_ids\n"
+                              "    nl = tok('\\n', add_special_tokens=False).input_ids\n"
+                              "    input_ids += header + body + nl\n"
+                              "    labels += (header + body if msg['role'] == 'assistant' else "
+                              "[-100] * (len(header) + len(body))) + [-100] * len(nl)\n"
+                              "return input_ids, labels",
+        "no <|im_end|>": "input_ids, labels = [], []\nfor msg in messages:\n"
+                         "    ids = tok(f\"<|im_start|>{msg['role']}\\n{msg['content']}\\n\", "
+                         "add_special_tokens=False).input_ids\n"
+                         "    input_ids += ids\n    labels += [-100] * len(ids)\n"
+                         "return input_ids, labels",
+    },
+}
+CASES = [(ex, name) for ex, wrongs in WRONG.items() for name in wrongs]
+
+
+@pytest.mark.parametrize("exercise, name", CASES, ids=[f"{e}-{n}" for e, n in CASES])
+def test_wrong_answer_fails(exercise, name, smol_config_dir, request):
+    notebook = LORA_NB if exercise.startswith("1.") else TUNE_NB
+    tokenizer = request.getfixturevalue("tok") if exercise == "2.2" else None
+    result = run(notebook, exercise, WRONG[exercise][name], smol_config_dir=smol_config_dir, tok=tokenizer)
+    assert result.status == "failed", f"{exercise} accepted the wrong answer '{name}': {result.message}"

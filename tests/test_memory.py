@@ -1,0 +1,99 @@
+"""The memory estimator: exact weight counts, depth extrapolation, and estimates against measured peaks (CPU RSS)."""
+
+import pytest
+import torch
+
+from llmcourse.errors import ConfigError
+from llmcourse.memory import _simulate, estimate, format_bytes, kv_cache_bytes, parse_size
+
+
+def tiny_llama(layers=4):
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    cfg.architectures = ["LlamaForCausalLM"]
+    return cfg
+
+
+def test_parse_size_units():
+    assert parse_size("4GiB") == 4 * 2**30
+    assert parse_size("4GB") == 4 * 10**9
+    assert parse_size("4096MiB") == 4 * 2**30
+    assert parse_size("1.5 GiB") == int(1.5 * 2**30)
+    assert parse_size(123) == 123
+    with pytest.raises(ConfigError, match="4GiB"):
+        parse_size("four gigs")
+    assert format_bytes(1536) == "1.50 KiB"
+
+
+def test_weights_are_exact_and_quantized_weights_smaller():
+    from transformers import LlamaForCausalLM
+
+    cfg = tiny_llama()
+    real = LlamaForCausalLM(cfg)
+    n = sum(p.numel() for p in real.parameters())
+    fp32 = estimate(cfg, "inference", dtype="fp32", batch=1, seq_len=16)
+    bf16 = estimate(cfg, "inference", dtype="bf16", batch=1, seq_len=16)
+    nf4 = estimate(cfg, "inference", quant="nf4", batch=1, seq_len=16)
+    int8 = estimate(cfg, "inference", quant="int8", batch=1, seq_len=16)
+    assert fp32.params == n
+    assert fp32.breakdown["weights"] == 4 * n
+    assert bf16.breakdown["weights"] == 2 * n
+    assert nf4.breakdown["weights"] < int8.breakdown["weights"] < bf16.breakdown["weights"]
+    # the untied output head and the embeddings stay in 16-bit: 2 x 1000 x 64 x 2 bytes at least
+    assert nf4.breakdown["weights"] > 2 * 1000 * 64 * 2
+
+
+def test_depth_extrapolation_matches_direct_simulation():
+    cfg = tiny_llama(layers=6)
+    est = estimate(cfg, "full", batch=2, seq_len=32)
+    direct = _simulate(cfg, "full", "fp32", None, 2, 32, None, False)
+    assert est.breakdown["activations"] + est.breakdown["gradients"] == pytest.approx(direct["peak"], rel=0.02)
+
+
+def test_training_breakdown_and_checkpointing():
+    cfg = tiny_llama()
+    full = estimate(cfg, "full", batch=4, seq_len=128)
+    assert full.breakdown["optimizer"] == 2 * full.breakdown["weights"]  # AdamW: two fp32 states per weight
+    lora = estimate(cfg, "lora", batch=4, seq_len=128, lora_r=8)
+    # r x (d_in + d_out) per adapted matrix: 7 matrices per layer
+    per_layer = 8 * ((64 + 64) + (64 + 32) * 2 + (64 + 64) + (64 + 128) * 2 + (128 + 64))
+    assert lora.trainable_params == 4 * per_layer
+    assert lora.breakdown["optimizer"] == 2 * 4 * lora.trainable_params
+    gc = estimate(cfg, "lora", batch=4, seq_len=128, lora_r=8, gradient_checkpointing=True)
+    assert gc.breakdown["activations"] < lora.breakdown["activations"]
+
+
+def test_kv_cache_formula():
+    cfg = tiny_llama()
+    assert kv_cache_bytes(cfg, batch=2, tokens=100, dtype="fp32") == 2 * 4 * 2 * 16 * 2 * 100 * 4
+    est = estimate(cfg, "inference", batch=2, seq_len=100, new_tokens=28)
+    assert est.breakdown["kv_cache"] == kv_cache_bytes(cfg, 2, 128, "fp32")
+
+
+def test_bad_arguments_are_config_errors():
+    with pytest.raises(ConfigError, match="task"):
+        estimate(tiny_llama(), "pretrain")
+    with pytest.raises(ConfigError, match="qlora"):
+        estimate(tiny_llama(), "full", quant="nf4")
+    with pytest.raises(ConfigError, match="config"):
+        estimate("no-such-org/no-such-model-anywhere")
+
+
+@pytest.mark.parametrize("task", ["inference", "full", "lora", "qlora"])
+def test_estimate_within_15_percent_of_measured_rss(task):
+    """One fresh process per task: RSS peak above the after-warm-up baseline vs the estimate."""
+    from llmcourse.bench import measure
+
+    kw = dict(dtype="bf16", quant="nf4", gc=True) if task == "qlora" else {}
+    r = measure("llama", "S", task, steps=2, **kw)
+    assert abs(r["error"]) <= 0.15, r
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_estimate_within_15_percent_on_cuda_bf16():
+    from llmcourse.bench import measure
+
+    r = measure("llama", "M", "full", dtype="bf16", steps=2)
+    assert abs(r["error"]) <= 0.15, r

@@ -1,0 +1,103 @@
+"""The planner: order of configurations, simulated hardware, large models offline, errors and the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from llmcourse.errors import MemoryBudgetError
+from llmcourse.planner import plan, simulated_card
+
+GiB = 2**30
+
+
+def tiny_llama():
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=2000, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2)
+    cfg.architectures = ["LlamaForCausalLM"]
+    return cfg
+
+
+def test_order_fp32_then_half_then_quantized():
+    cfg = tiny_llama()
+    roomy = plan(cfg, budget="1GiB", task="inference", seq_len=64, device="cpu")
+    assert (roomy.dtype, roomy.quant, roomy.fits) == ("fp32", None, True)
+    fp32 = roomy.total_bytes
+    tight = plan(cfg, budget=int(fp32 * 0.7), task="inference", seq_len=64, device="cpu")
+    assert (tight.dtype, tight.quant) == ("bf16", None)
+    tighter = plan(cfg, budget=tight.total_bytes - 1, task="inference", seq_len=64, device="cpu")
+    assert tighter.quant in ("int8", "nf4")
+    assert [t[2] for t in tighter.tried][-1] is True and not any(t[2] for t in tighter.tried[:-1])
+    assert "does not fit" in tighter.explanation and "Plan:" in tighter.explanation
+
+
+def test_t4_has_no_bf16_so_half_is_fp16():
+    card = simulated_card("t4")
+    assert card.compute_capability == (7, 5) and not card.bf16
+    p = plan(tiny_llama(), task="lora", seq_len=64, device="t4")
+    assert p.budget_bytes == int(15 * GiB * 0.9) - 512 * 2**20
+    p2 = plan(tiny_llama(), task="qlora", seq_len=64, device="t4")
+    assert p2.dtype == "fp16" and p2.quant == "nf4"
+    assert "7.5" in p2.explanation
+
+
+def test_impossible_budget_raises_with_numbers():
+    with pytest.raises(MemoryBudgetError) as err:
+        plan(tiny_llama(), budget="1MiB", task="full", seq_len=64, device="cpu")
+    msg = str(err.value)
+    assert "1.00 MiB" in msg and "Fix:" in msg and "needs" in msg
+    assert err.value.needed_bytes > err.value.budget_bytes
+
+
+@pytest.mark.parametrize("name, low, high", [("meta-llama/Llama-3.1-8B", 5.5, 9.0), ("Qwen/Qwen2.5-7B", 5.0, 9.0),
+                                             ("mistralai/Mistral-7B-v0.1", 4.0, 8.0)])
+def test_large_models_offline_qlora_in_published_range(name, low, high):
+    """8B QLoRA, batch 1 x 512 with checkpointing: torchtune reports 7.4 GiB peak for Llama-3.1-8B QLoRA."""
+    p = plan(name, budget="24GiB", task="qlora", seq_len=512, gradient_checkpointing=True, device="4090")
+    assert p.fits and p.quant == "nf4" and p.gradient_checkpointing
+    assert low * GiB < p.total_bytes < high * GiB, p.total_bytes / GiB
+    assert p.estimate.params > 6e9
+
+
+def test_html_table_and_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    p = plan(tiny_llama(), budget="1GiB", task="lora", seq_len=64, device="cpu")
+    html = p._repr_html_()
+    assert "<table>" in html and "model weights" in html and "LoRA adapters" in html
+    ax = p.plot()
+    assert ax.get_xlabel() == "GiB" and len(ax.patches) >= 3
+
+
+def _cli(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    code = "import sys; from llmcourse.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "plan", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_json_offline():
+    r = _cli("HuggingFaceTB/SmolLM2-135M-Instruct", "--task", "qlora", "--budget", "2GiB", "--seq-len", "256",
+             "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("total_bytes", "breakdown", "dtype", "quant", "gradient_checkpointing", "fits"):
+        assert key in out
+    assert out["fits"] and out["quant"] == "nf4" and out["total_bytes"] == sum(out["breakdown"].values())
+    assert "/" not in out["model"] or out["model"].startswith("HuggingFaceTB/")
+
+
+def test_cli_fixed_configuration_and_impossible_budget():
+    r = _cli("Qwen/Qwen2.5-0.5B", "--task", "inference", "--dtype", "bf16", "--quant", "none", "--budget", "8GiB",
+             "--seq-len", "128", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["dtype"], out["quant"], out["fits"]) == ("bf16", None, True)
+    r = _cli("meta-llama/Llama-3.1-8B", "--task", "full", "--budget", "1GiB", "--seq-len", "128")
+    assert r.returncode != 0
+    assert "error:" in r.stderr and "Fix:" in r.stderr and "GiB" in r.stderr
+    assert "Traceback" not in r.stderr

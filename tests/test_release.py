@@ -1,0 +1,71 @@
+"""`llmcourse release`: student copies with stubs in place of solutions, cleared exercise outputs, all else kept."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from llmcourse import release as rel
+from llmcourse.errors import ConfigError
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "grading_sample.ipynb"
+
+
+def test_strip_solutions_keeps_indentation_and_the_code_around():
+    src = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x + y\n    ### END SOLUTION\n\nf"
+    assert rel.strip_solutions(src) == ("def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
+                                        "\nf")
+    two = "### BEGIN SOLUTION\na = 1\n### END SOLUTION\nb = 2\n### BEGIN SOLUTION\nc = 3\n### END SOLUTION"
+    assert rel.strip_solutions(two).count("raise NotImplementedError()") == 2
+    assert "a = 1" not in rel.strip_solutions(two) and "b = 2" in rel.strip_solutions(two)
+
+
+@pytest.mark.parametrize("src", ["### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION",
+                                 "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+def test_unbalanced_markers_are_errors(src):
+    with pytest.raises(ConfigError, match="SOLUTION"):
+        rel.strip_solutions(src)
+
+
+def test_student_copy_of_the_sample():
+    ref = nbformat.read(FIXTURE, as_version=4)
+    ref.cells[5].outputs = [nbformat.v4.new_output("stream", text="stale\n")]
+    student = rel.make_student_copy(ref)
+    assert len(student.cells) == len(ref.cells)
+    assert [c.get("id") for c in student.cells] == [c.get("id") for c in ref.cells]  # the grader matches by id
+    for r, s in zip(ref.cells, student.cells):
+        tags = r.metadata.get("tags", [])
+        if "exercise" in tags:
+            assert "### BEGIN SOLUTION" not in s.source and "raise NotImplementedError()" in s.source
+            assert "raises-exception" in s.metadata["tags"] and s.outputs == []
+        elif "check" in tags:
+            assert s.source == r.source and s.outputs == []
+        else:
+            assert s == r
+    assert "### BEGIN SOLUTION" in ref.cells[5].source  # the reference is left alone
+    nbformat.validate(student)
+
+
+def test_exercise_cell_without_markers_is_an_error():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["exercise"]})])
+    with pytest.raises(ConfigError, match="no '### BEGIN SOLUTION'"):
+        rel.make_student_copy(nb, name="x.ipynb")
+
+
+def test_release_command_writes_week_folders(tmp_path, capsys):
+    week = tmp_path / "course" / "week01"
+    week.mkdir(parents=True)
+    (week / "02_sample.ipynb").write_bytes(FIXTURE.read_bytes())
+    parser = argparse.ArgumentParser()
+    rel.configure_parser(parser)
+    args = parser.parse_args([str(week / "02_sample.ipynb"), str(FIXTURE), "--out", str(tmp_path / "out")])
+    assert rel.main(args) == 0
+    assert "2 student copies" in capsys.readouterr().out
+    copy = nbformat.read(tmp_path / "out" / "week01" / "02_sample.ipynb", as_version=4)
+    assert not any("### BEGIN SOLUTION" in c.source for c in copy.cells)
+    assert (tmp_path / "out" / "grading_sample.ipynb").exists()
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        rel.release([week / "02_sample.ipynb"], out=tmp_path / "course")
