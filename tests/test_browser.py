@@ -128,8 +128,9 @@ def test_setup_notebook_runs_in_jupyterlab_with_live_widgets(lab):
 
             widget = page.locator(".jupyter-widgets.widget-dropdown select, .widget-slider .noUi-handle").first
             assert widget.count() == 1, "no ipywidgets control rendered"
-            widget.scroll_into_view_if_needed()
-            page.screenshot(path=str(OUT / "02_widget_before.png"))
+            area = widget.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea')][1]")
+            area.scroll_into_view_if_needed()
+            area.screenshot(path=str(OUT / "02_widget_before.png"))
             before = image_sources(page)
             if widget.evaluate("e => e.tagName") == "SELECT":
                 values = widget.evaluate("e => [...e.options].map(o => o.value)")
@@ -143,7 +144,8 @@ def test_setup_notebook_runs_in_jupyterlab_with_live_widgets(lab):
                 "before => { const now = [...document.querySelectorAll('.jp-OutputArea-output img')].map(e => e.src);"
                 " return now.length > 0 && JSON.stringify(now) !== JSON.stringify(before); }",
                 arg=before, timeout=60_000)
-            page.screenshot(path=str(OUT / "03_widget_after.png"))
+            page.wait_for_timeout(500)
+            area.screenshot(path=str(OUT / "03_widget_after.png"))
         except Exception:
             page.screenshot(path=str(OUT / "failure.png"), full_page=True)
             raise

@@ -28,7 +28,10 @@ def test_every_notebook_is_listed_and_every_listed_notebook_exists():
 def test_eight_weeks_with_objectives():
     weeks = SYLLABUS["weeks"]
     assert [w["week"] for w in weeks] == list(range(1, 9))
-    assert all(w["title"] and w["objectives"] and w["notebooks"] for w in weeks)
+    assert all(w["title"] and w["objectives"] for w in weeks)
+    # a week is either taught by notebooks in the course or, while they are being finished, by listed drafts
+    for w in weeks:
+        assert w["notebooks"] or all((ROOT / d).exists() for d in w.get("drafts", [])) and w.get("drafts"), w["week"]
 
 
 def test_runtimes_fit_the_ci_budget():
