@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 
 from .device import HardwareCard, detect, detect_platform, seed_everything
@@ -50,6 +51,8 @@ def setup(seed: int | None = None, quiet: bool = False,
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if seed is not None:
         seed_everything(seed)
+    # peft (0.17+) reads a property that transformers 5 renamed: a warning the learner can do nothing about.
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
     card = detect()
     if not quiet:
         _show(card)

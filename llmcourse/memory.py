@@ -450,6 +450,8 @@ def _cache_tensors(out) -> list:
 def _simulate(config, task: str, dtype: str, quant: str | None, batch: int, seq_len: int, lora_r: int | None,
               gradient_checkpointing: bool) -> dict[str, int]:
     """Run the task on meta tensors; return the peak live bytes split into activations / gradients / kv."""
+    import warnings
+
     import torch
 
     model = _build_meta(config, dtype)
@@ -464,8 +466,10 @@ def _simulate(config, task: str, dtype: str, quant: str | None, batch: int, seq_
         targets = [n.split(".")[-1] for n in _lora_targets(model)]
         for p in model.parameters():
             p.requires_grad_(False)
-        model = get_peft_model(model, LoraConfig(r=lora_r or 16, lora_alpha=2 * (lora_r or 16), lora_dropout=0.05,
-                                                 target_modules=sorted(set(targets))))
+        with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+            warnings.simplefilter("ignore", FutureWarning)
+            model = get_peft_model(model, LoraConfig(r=lora_r or 16, lora_alpha=2 * (lora_r or 16),
+                                                     lora_dropout=0.05, target_modules=sorted(set(targets))))
     if train:
         model.train()
         if gradient_checkpointing:

@@ -151,19 +151,20 @@ class Plan:
         return ax
 
 
-def _candidates(task: str, half: str, quant_ok: bool, dtype: str | None, quant: str | None):
-    """(dtype, quant) in the order a careful engineer tries them."""
+def _candidates(task: str, half: str, quant_ok: bool, dtype: str | None, quant: str | None, qdt: str | None = None):
+    """(dtype, quant) in the order a careful engineer tries them; qdt: the compute dtype of quantized layers."""
+    qdt = qdt or half
     if dtype or quant:
         if task == "qlora" and not quant:
             quant = "nf4"
-        return [(dtype or (half if quant else "fp32"), quant)]
+        return [(dtype or (qdt if quant else "fp32"), quant)]
     if task == "full":
         return [("fp32", None), (half, None)]
     if task == "qlora":
-        return [(half, "nf4")]
+        return [(qdt, "nf4")]
     out = [("fp32", None), (half, None)]
     if quant_ok:
-        out += [(half, "int8"), (half, "nf4")]
+        out += [(qdt, "int8"), (qdt, "nf4")]
     return out
 
 
@@ -200,6 +201,11 @@ def plan(model: Any, budget: Any = None, task: str = "inference", batch: int = 1
         cc = card.compute_capability
         notes.append(f"{card.name} has no bf16 (compute capability {cc[0]}.{cc[1]} < 8.0): half precision is fp16."
                      if cc else f"{card.name} has no bf16: half precision is fp16.")
+    # Quantized layers dequantize to their compute dtype on every call. A CPU without AVX512-BF16/AMX emulates bf16
+    # maths (about 15x slower than fp32 for SmolLM2's layers on an AVX2 CPU), so there they compute in fp32.
+    qdt = "fp32" if kind == "cpu" and not card.bf16 else half
+    if qdt != half:
+        notes.append("this CPU has no fast bf16 (AVX512-BF16 or AMX): 8-bit and 4-bit layers compute in fp32.")
     quant_ok = bool(getattr(card, "bnb_4bit", True))
     if not quant_ok:
         notes.append("bitsandbytes cannot quantize on this device, so int8 and nf4 are not tried.")
@@ -228,7 +234,7 @@ def plan(model: Any, budget: Any = None, task: str = "inference", batch: int = 1
     chosen = None
     training = task != "inference"
     gc_options = [bool(gradient_checkpointing)] if gradient_checkpointing is not None else [False]
-    for dt, q in _candidates(task, half, quant_ok, dtype, quant):
+    for dt, q in _candidates(task, half, quant_ok, dtype, quant, qdt):
         for gc in gc_options:
             est, ok = attempt(dt, q, gc, batch)
             if ok:
@@ -237,7 +243,7 @@ def plan(model: Any, budget: Any = None, task: str = "inference", batch: int = 1
         if chosen:
             break
     if chosen is None and not fixed:
-        dt, q = _candidates(task, half, quant_ok, dtype, quant)[-1]
+        dt, q = _candidates(task, half, quant_ok, dtype, quant, qdt)[-1]
         gc = training
         b = batch
         if training:

@@ -19,6 +19,7 @@ and print how many parameters train. `prepare_qlora` also
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from .errors import ConfigError
@@ -127,7 +128,9 @@ def _wrap(model, r: int, alpha: int, dropout: float, targets: Any, gradient_chec
     target_modules = lora_targets(model) if targets in ("all-linear", None) else targets
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         task_type=_task_type(model))
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(model, config)
     peft_model.llmcourse_prepared = kind
     if verbose:
         trainable, total = count_trainable(peft_model)

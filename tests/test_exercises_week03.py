@@ -11,7 +11,7 @@ from exercise_harness import run_exercise
 NB1 = "week03/01_small_models_on_a_laptop.ipynb"
 NB2 = "week03/02_finetune_classifier.ipynb"
 NB3 = "week03/03_quantization.ipynb"
-NB4 = "drafts/week03/04_pruning_and_distillation.ipynb"  # not yet in the course: see drafts/README.md
+NB4 = "week03/04_pruning_and_distillation.ipynb"
 STUB = "raise NotImplementedError()"
 
 

@@ -14,8 +14,8 @@ from transformers import AutoConfig, LlamaConfig
 
 from llmcourse.tasks import final_number
 
-LORA_NB = "drafts/week04/01_lora_and_qlora.ipynb"  # not yet in the course: see drafts/README.md
-TUNE_NB = "drafts/week04/02_instruction_tuning_and_prompting.ipynb"
+LORA_NB = "week04/01_lora_and_qlora.ipynb"
+TUNE_NB = "week04/02_instruction_tuning_and_prompting.ipynb"
 STUB = "raise NotImplementedError()"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # SmolLM2-135M's shapes: 30 blocks, hidden 576, MLP 1536, 9 query heads and 3 key/value heads of 64

@@ -7,7 +7,7 @@ from diffusers import DDPMScheduler
 from exercise_harness import run_exercise
 
 NB1 = "week05/01_diffusion_from_scratch.ipynb"
-NB2 = "drafts/week05/02_latent_diffusion.ipynb"  # not yet in the course: see drafts/README.md
+NB2 = "week05/02_latent_diffusion.ipynb"
 STUB = "raise NotImplementedError()"
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from exercise_harness import run_exercise
 
 NB1 = "week06/01_clip_from_scratch.ipynb"
-NB2 = "drafts/week06/02_text_to_image.ipynb"  # not yet in the course: see drafts/README.md
+NB2 = "week06/02_text_to_image.ipynb"
 STUB = "raise NotImplementedError()"
 
 

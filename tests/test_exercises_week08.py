@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from exercise_harness import run_exercise
 
 NB1 = "week08/01_distributed_training.ipynb"
-NB2 = "drafts/week08/02_capstone.ipynb"
+NB2 = "week08/02_capstone.ipynb"
 STUB = "raise NotImplementedError()"
 
 

@@ -101,3 +101,16 @@ def test_cli_fixed_configuration_and_impossible_budget():
     assert r.returncode != 0
     assert "error:" in r.stderr and "Fix:" in r.stderr and "GiB" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_quantized_layers_compute_in_fp32_on_a_cpu_without_fast_bf16():
+    """bf16 maths is emulated on an AVX2-only CPU (~15x slower than fp32): 4-bit layers should compute in fp32."""
+    from types import SimpleNamespace
+
+    slow = SimpleNamespace(**{**vars(simulated_card("cpu")), "bf16": False})
+    p = plan(tiny_llama(), budget="8GiB", task="qlora", seq_len=64, device=slow)
+    assert (p.dtype, p.quant) == ("fp32", "nf4")
+    assert "no fast bf16" in p.explanation
+    fast = plan(tiny_llama(), budget="8GiB", task="qlora", seq_len=64, device=simulated_card("cpu"))
+    assert (fast.dtype, fast.quant) == ("bf16", "nf4")
+    assert p.total_bytes > fast.total_bytes  # fp32 embeddings and norms cost more than bf16 ones
