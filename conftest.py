@@ -16,6 +16,23 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 RUNTIME_FACTOR = float(os.environ.get("LLMCOURSE_RUNTIME_FACTOR", "1.5"))
+# nbval waits at most 5 s for each output message of a finished cell; on a busy 2-core machine the kernel can lag
+# longer after a long cell that drew a progress bar, and nbval then fails the cell with "Timeout of 5 seconds
+# exceeded waiting for output". Give it a minute (the cell's own time limit is --nbval-cell-timeout).
+NBVAL_OUTPUT_TIMEOUT = 60
+
+try:
+    from nbval.plugin import IPyNbCell
+
+    _nbval_cell_init = IPyNbCell.__init__
+
+    def _patient_cell_init(self, *args, **kwargs):
+        _nbval_cell_init(self, *args, **kwargs)
+        self.output_timeout = max(getattr(self, "output_timeout", 0), NBVAL_OUTPUT_TIMEOUT)
+
+    IPyNbCell.__init__ = _patient_cell_init
+except ImportError:  # nbval is a test extra; without it there are no notebook items to patch
+    pass
 _seconds: dict[str, float] = defaultdict(float)
 _failed: set[str] = set()
 
