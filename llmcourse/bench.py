@@ -7,8 +7,11 @@ Every row runs in a fresh Python process, so that nothing from another row stays
 2. build (or load, for 4-bit) the row's model and reset the kernel's peak counter;
 3. run the task (generate, or two training steps) and read the peak resident memory (Linux VmHWM).
 
-measured = peak - baseline is compared with `llmcourse.estimate(...)` for the same configuration. On a GPU the
-measurement is `torch.cuda.max_memory_allocated()` instead. A second table compares `prepare_qlora` with the plain
+measured = peak - baseline is compared with `llmcourse.estimate(...)` for the same configuration. On a CPU the
+worker runs with a fixed glibc mmap threshold, so that freed tensors go back to the system at once and the peak is
+the memory the tensors held (the same from run to run); the estimate is then taken without its "CPU allocator
+slack" term, which stands for what glibc's default settings keep back (`--resident-repeats N` measures that too).
+On a GPU the measurement is `torch.cuda.max_memory_allocated()`. A second table compares `prepare_qlora` with the plain
 peft recipe (prepare_model_for_kbit_training + get_peft_model) on the same 4-bit model: peak memory, step time and
 loss after N steps.
 """
@@ -33,12 +36,19 @@ ARCHS = {
              "M": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8)},
 }
 VOCAB = 16000
-TASK_ROWS = [  # (task, dtype, quant, gradient_checkpointing)
+TASK_ROWS = [  # (task, dtype, quant, gradient_checkpointing); "compute": the 4-bit compute dtype `plan` picks here
     ("inference", "fp32", None, False),
     ("full", "fp32", None, False),
     ("lora", "fp32", None, False),
-    ("qlora", "bf16", "nf4", True),
+    ("qlora", "compute", "nf4", True),
 ]
+
+
+def compute_dtype() -> str:
+    """The compute dtype `plan` gives 4-bit layers on this machine: bf16 where it is fast, else fp32."""
+    from .device import detect
+
+    return "bf16" if detect(probe_bnb=False).bf16 else "fp32"
 
 
 def make_config(arch: str, size: str):
@@ -112,9 +122,12 @@ def _build(spec: dict, cfg, ckpt: str | None):
     if spec["quant"]:
         from transformers import BitsAndBytesConfig
 
+        from .memory import _build_meta, keep_in_float
+
+        keep = keep_in_float(_build_meta(cfg, spec["dtype"]))
         q = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                bnb_4bit_compute_dtype=tdtype) if spec["quant"] == "nf4"
-             else BitsAndBytesConfig(load_in_8bit=True))
+                                bnb_4bit_compute_dtype=tdtype, llm_int8_skip_modules=keep) if spec["quant"] == "nf4"
+             else BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep))
         model = cls.from_pretrained(ckpt, quantization_config=q, dtype=tdtype, device_map=device)
     else:
         with torch.device(device):
@@ -162,7 +175,7 @@ def _run_task(spec: dict, model, steps: int) -> dict:
         loss.backward()
         opt.step()
         opt.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         del loss
         times.append(time.perf_counter() - t0)
     return {"losses": losses, "step_s": sorted(times)[len(times) // 2]}
@@ -208,8 +221,10 @@ def _warmup_kwargs(spec: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- in the parent
-def _run_worker(spec: dict) -> dict:
+def _run_worker(spec: dict, fixed_mmap: bool = False) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    if fixed_mmap:
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     proc = subprocess.run([sys.executable, "-m", "llmcourse.bench", "_worker", json.dumps(spec)],
                           capture_output=True, text=True, env=env)
     for line in reversed(proc.stdout.splitlines()):
@@ -220,13 +235,20 @@ def _run_worker(spec: dict) -> dict:
 
 def measure(arch: str, size: str, task: str, dtype: str = "fp32", quant: str | None = None, gc: bool = False,
             batch: int = 4, seq_len: int = 128, new_tokens: int = 16, lora_r: int = 16, steps: int = 2,
-            recipe: str = "llmcourse", repeats: int = 1) -> dict:
-    """Estimate and measure one configuration; the measurement is the median of `repeats` fresh processes."""
+            recipe: str = "llmcourse", repeats: int = 1, fixed_mmap: bool = False) -> dict:
+    """Estimate and measure one configuration; the measurement is the median of `repeats` fresh processes.
+
+    fixed_mmap: on CPU, run the worker with a fixed glibc mmap threshold (128 KiB), so that every large tensor is
+    returned to the system when freed: the peak is then the memory the tensors really held, the same from run to
+    run (to compare two recipes); by default glibc raises the threshold as it goes and keeps freed blocks, so one
+    row's peak varies by tens of MiB between runs, as it does in a notebook.
+    """
     from .memory import estimate
 
+    dtype = compute_dtype() if dtype == "compute" else dtype
     spec = dict(arch=arch, size=size, task=task, dtype=dtype, quant=quant, gc=gc, batch=batch, seq_len=seq_len,
                 new_tokens=new_tokens, lora_r=lora_r, steps=steps, recipe=recipe)
-    runs = [_run_worker(spec) for _ in range(repeats)]
+    runs = [_run_worker(spec, fixed_mmap) for _ in range(repeats)]
     runs.sort(key=lambda r: r["measured"])
     run = runs[len(runs) // 2]
     import torch
@@ -234,40 +256,71 @@ def measure(arch: str, size: str, task: str, dtype: str = "fp32", quant: str | N
     est = estimate(make_config(arch, size), task, dtype=dtype, quant=quant, batch=batch, seq_len=seq_len,
                    lora_r=lora_r, gradient_checkpointing=gc, new_tokens=new_tokens,
                    device="cuda" if torch.cuda.is_available() else "cpu")
-    return dict(spec, estimate=est.total_bytes, params=est.params, error=est.total_bytes / run["measured"] - 1,
-                **{k: v for k, v in run.items()})
+    # with a fixed threshold the allocator keeps nothing back: compare with the estimate less its allocator slack
+    compared = est.total_bytes - (est.breakdown.get("overhead", 0) if fixed_mmap else 0)
+    return dict(spec, estimate=compared, estimate_total=est.total_bytes, params=est.params,
+                error=compared / run["measured"] - 1, runs=[r["measured"] for r in runs], **run)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f}"
 
 
-def memory_table(archs=("llama", "gpt2", "bert"), sizes=("S", "M"), repeats: int = 1, out=print) -> list[dict]:
+def memory_table(archs=("llama", "gpt2", "bert"), sizes=("S", "M"), resident_repeats: int = 0,
+                 out=None) -> list[dict]:
+    """Estimate vs measured peak for every row; on CPU measured with a fixed mmap threshold (see `measure`).
+
+    resident_repeats > 0 also measures each row that many times with glibc's defaults (what a notebook sees) and
+    shows the median and range next to the full estimate, allocator slack included.
+    """
+    import torch
+
+    out = out or _say
+    cpu = not torch.cuda.is_available()
     rows = []
-    out("| model | params | task | configuration | estimate MiB | measured MiB | error |")
-    out("|---|---:|---|---|---:|---:|---:|")
+    extra = " resident, glibc defaults: median [range] | estimate with slack |" if cpu and resident_repeats else ""
+    out(f"| model | params | task | configuration | estimate MiB | measured MiB | error |{extra}")
+    out("|---|---:|---|---|---:|---:|---:|" + ("---:|---:|" if extra else ""))
     for arch in archs:
         for size in sizes:
             for task, dtype, quant, gc in TASK_ROWS:
-                r = measure(arch, size, task, dtype, quant, gc, repeats=repeats)
+                r = measure(arch, size, task, dtype, quant, gc, fixed_mmap=cpu)
                 rows.append(r)
-                conf = (f"{quant} + bf16" if quant else dtype) + (", checkpointing" if gc else "")
-                out(f"| {arch}-{size} | {r['params'] / 1e6:.1f}M | {task} | {conf}, batch {r['batch']}x{r['seq_len']} "
-                    f"| {_mib(r['estimate'])} | {_mib(r['measured'])} | {100 * r['error']:+.1f}% |")
+                conf = (f"{quant} + {r['dtype']} compute" if quant else r["dtype"]) + (", checkpointing" if gc else "")
+                line = (f"| {arch}-{size} | {r['params'] / 1e6:.1f}M | {task} | {conf}, batch {r['batch']}x"
+                        f"{r['seq_len']} | {_mib(r['estimate'])} | {_mib(r['measured'])} | {100 * r['error']:+.1f}% |")
+                if extra:
+                    g = measure(arch, size, task, dtype, quant, gc, repeats=resident_repeats)
+                    r["resident"] = g["runs"]
+                    line += (f" {_mib(g['measured'])} [{_mib(g['runs'][0])}-{_mib(g['runs'][-1])}] | "
+                             f"{_mib(g['estimate_total'])} |")
+                out(line)
     worst = max(abs(r["error"]) for r in rows)
     out(f"\nworst error: {100 * worst:.1f}% over {len(rows)} rows")
     return rows
 
 
-def qlora_table(arch: str = "llama", size: str = "M", steps: int = 10, out=print) -> list[dict]:
+def qlora_table(arch: str = "llama", size: str = "S", steps: int = 10, out=None) -> list[dict]:
+    """`prepare_qlora` against the plain peft recipe on the same 4-bit model, with a fixed mmap threshold on CPU.
+
+    Rows for bf16 (where the recipes differ: peft converts the 16-bit embeddings, norms and head to fp32) and for
+    the compute dtype `plan` picks on this machine, when that is not bf16.
+    """
+    out = out or _say
     rows = []
-    out("| recipe | peak MiB | step time s | loss first -> last |")
-    out("|---|---:|---:|---|")
-    for recipe in ("llmcourse", "peft"):
-        r = measure(arch, size, "qlora", "bf16", "nf4", True, steps=steps, recipe=recipe)
-        rows.append(r)
-        name = "llmcourse.prepare_qlora" if recipe == "llmcourse" else "peft prepare_model_for_kbit_training"
-        out(f"| {name} | {_mib(r['measured'])} | {r['step_s']:.2f} | {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
+    out(f"| {arch}-{size}, nf4 | recipe | peak MiB | step time s | loss first -> last |")
+    out("|---|---|---:|---:|---|")
+    for dtype in dict.fromkeys(("bf16", compute_dtype())):
+        for recipe in ("llmcourse", "peft"):
+            r = measure(arch, size, "qlora", dtype, "nf4", True, steps=steps, recipe=recipe, fixed_mmap=True)
+            rows.append(r)
+            name = "llmcourse.prepare_qlora" if recipe == "llmcourse" else "peft prepare_model_for_kbit_training"
+            out(f"| {dtype} model and compute | {name} | {_mib(r['measured'])} | {r['step_s']:.2f} | "
+                f"{r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
     return rows
 
 
@@ -280,12 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["memory"])
     parser.add_argument("--archs", default="llama,gpt2,bert")
     parser.add_argument("--sizes", default="S,M")
-    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per row (median)")
+    parser.add_argument("--resident-repeats", type=int, default=0,
+                        help="also measure each row this many times with glibc's default allocator settings (CPU)")
     parser.add_argument("--qlora-steps", type=int, default=10)
     parser.add_argument("--json", help="also write all rows to this file")
     args = parser.parse_args(argv)
     t0 = time.time()
-    rows = memory_table(args.archs.split(","), args.sizes.split(","), args.repeats)
+    rows = memory_table(args.archs.split(","), args.sizes.split(","), args.resident_repeats)
     print()
     side = qlora_table(steps=args.qlora_steps)
     print(f"\n({time.time() - t0:.0f} s)")

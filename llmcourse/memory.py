@@ -264,8 +264,20 @@ def _not_converted(model) -> set[str]:
         return {"lm_head"}
 
 
+CLASSIFIER_HEADS = ("classifier", "score", "qa_outputs")
+
+
+def keep_in_float(model) -> list[str]:
+    """Modules to leave unquantized when loading in 8/4-bit: what transformers keeps (the output head, tied
+    embeddings) and classification heads, which train in full next to LoRA adapters (peft's modules_to_save) and so
+    cannot be 4-bit. Pass it as `BitsAndBytesConfig(llm_int8_skip_modules=...)`."""
+    keep = {n.rsplit(".", 1)[0] if n.endswith((".weight", ".bias")) else n for n in _not_converted(model)}
+    keep |= {name for name, _ in model.named_modules() if name.split(".")[-1] in CLASSIFIER_HEADS}
+    return sorted(keep)
+
+
 def _quantized_modules(model) -> dict[str, tuple[int, int]]:
-    skip = _not_converted(model)
+    skip = set(keep_in_float(model))
     out = {}
     for name, module in model.named_modules():
         shape = _linear_shape(module)

@@ -116,15 +116,52 @@ def test_prepare_lora_adapts_all_linear_but_head(capsys):
         prepare_qlora(LlamaForCausalLM(cfg))
 
 
-@pytest.mark.xfail(strict=True, reason="open: measured on CPU, prepare_qlora peaked at 203.8 MB against the plain peft "
-                   "recipe's 162.3 MB; cause not yet found (issue 3)")
+def test_classifier_in_4bit_keeps_its_head_in_float_and_trains(tmp_path):
+    """A 4-bit BERT classifier: transformers would quantize the classification head, which peft must train in full
+    (modules_to_save) and cannot make trainable in 4-bit; keep_in_float keeps it in float."""
+    from transformers import BertConfig, BertForSequenceClassification, BitsAndBytesConfig
+
+    from llmcourse.memory import _build_meta, keep_in_float
+
+    cfg = BertConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_labels=3)
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(tmp_path)
+    keep = keep_in_float(_build_meta(cfg, "fp32"))
+    assert keep == ["classifier"]
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+                           llm_int8_skip_modules=keep)
+    model = BertForSequenceClassification.from_pretrained(tmp_path, quantization_config=q, dtype=torch.float32,
+                                                          device_map="cpu")
+    model = prepare_qlora(model, r=4, gradient_checkpointing=False, verbose=False)
+    head = [n for n, p in model.named_parameters() if p.requires_grad and "classifier" in n]
+    assert head, "the classification head should train next to the adapters"
+    ids, labels = torch.randint(0, 256, (8, 16)), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 0.3, losses
+
+
 def test_prepare_qlora_peak_not_above_plain_peft_recipe():
+    """Same 4-bit model (bf16 storage, where the recipes differ), same batch, same seed, fresh process each.
+
+    Measured with a fixed mmap threshold: with glibc's default the same run's peak varied from 161 to 227 MB, which
+    hides a difference of a few MB either way.
+    """
     from llmcourse.bench import measure
 
-    ours = measure("llama", "S", "qlora", "bf16", "nf4", True, steps=3, recipe="llmcourse")
-    peft = measure("llama", "S", "qlora", "bf16", "nf4", True, steps=3, recipe="peft")
-    assert ours["measured"] <= 1.02 * peft["measured"], (ours["measured"], peft["measured"])
-    assert ours["losses"][-1] == pytest.approx(peft["losses"][-1], abs=0.05)
+    ours = measure("llama", "S", "qlora", "bf16", "nf4", True, steps=3, recipe="llmcourse", fixed_mmap=True)
+    peft = measure("llama", "S", "qlora", "bf16", "nf4", True, steps=3, recipe="peft", fixed_mmap=True)
+    assert ours["measured"] <= peft["measured"], (ours["measured"], peft["measured"])
+    assert ours["losses"][0] == pytest.approx(peft["losses"][0], abs=1e-3)
+    assert ours["losses"][-1] == pytest.approx(peft["losses"][-1], abs=0.01)
+    assert ours["losses"][-1] < ours["losses"][0]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
