@@ -45,10 +45,11 @@ TASK_ROWS = [  # (task, dtype, quant, gradient_checkpointing); "compute": the 4-
 
 
 def compute_dtype() -> str:
-    """The compute dtype `plan` gives 4-bit layers on this machine: bf16 where it is fast, else fp32."""
+    """The compute dtype `plan` gives 4-bit layers on this machine."""
     from .device import detect
+    from .planner import compute_dtypes
 
-    return "bf16" if detect(probe_bnb=False).bf16 else "fp32"
+    return compute_dtypes(detect(probe_bnb=False))[1]
 
 
 def make_config(arch: str, size: str):

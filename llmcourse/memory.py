@@ -462,8 +462,6 @@ def _cache_tensors(out) -> list:
 def _simulate(config, task: str, dtype: str, quant: str | None, batch: int, seq_len: int, lora_r: int | None,
               gradient_checkpointing: bool) -> dict[str, int]:
     """Run the task on meta tensors; return the peak live bytes split into activations / gradients / kv."""
-    import warnings
-
     import torch
 
     model = _build_meta(config, dtype)
@@ -473,15 +471,15 @@ def _simulate(config, task: str, dtype: str, quant: str | None, batch: int, seq_
             _fake_quantized_linear(model.get_submodule(name), tdtype)
     train = task != "inference"
     if task in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
+
+        from .qlora import quiet_peft_model
 
         targets = [n.split(".")[-1] for n in _lora_targets(model)]
         for p in model.parameters():
             p.requires_grad_(False)
-        with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
-            warnings.simplefilter("ignore", FutureWarning)
-            model = get_peft_model(model, LoraConfig(r=lora_r or 16, lora_alpha=2 * (lora_r or 16),
-                                                     lora_dropout=0.05, target_modules=sorted(set(targets))))
+        model = quiet_peft_model(model, LoraConfig(r=lora_r or 16, lora_alpha=2 * (lora_r or 16), lora_dropout=0.05,
+                                                   target_modules=sorted(set(targets))))
     if train:
         model.train()
         if gradient_checkpointing:

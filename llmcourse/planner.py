@@ -151,6 +151,18 @@ class Plan:
         return ax
 
 
+def compute_dtypes(card) -> tuple[str, str]:
+    """(half precision, compute dtype of 8/4-bit layers) on this hardware card.
+
+    Half precision is bf16, or fp16 on a GPU without bf16. Quantized layers dequantize to their compute dtype on every
+    call; a CPU without AVX512-BF16/AMX emulates bf16 maths (about 15x slower than fp32 for SmolLM2's layers on an
+    AVX2 CPU), so there they compute in fp32.
+    """
+    cpu = card.kind != "cuda"
+    half = "bf16" if card.bf16 or cpu else "fp16"
+    return half, ("fp32" if cpu and not card.bf16 else half)
+
+
 def _candidates(task: str, half: str, quant_ok: bool, dtype: str | None, quant: str | None, qdt: str | None = None):
     """(dtype, quant) in the order a careful engineer tries them; qdt: the compute dtype of quantized layers."""
     qdt = qdt or half
@@ -196,14 +208,11 @@ def plan(model: Any, budget: Any = None, task: str = "inference", batch: int = 1
         budget_bytes, reason = _default_budget(card)
     else:
         budget_bytes, reason = parse_size(budget), "given"
-    half = "bf16" if card.bf16 or kind == "cpu" else "fp16"
+    half, qdt = compute_dtypes(card)
     if kind == "cuda" and not card.bf16:
         cc = card.compute_capability
         notes.append(f"{card.name} has no bf16 (compute capability {cc[0]}.{cc[1]} < 8.0): half precision is fp16."
                      if cc else f"{card.name} has no bf16: half precision is fp16.")
-    # Quantized layers dequantize to their compute dtype on every call. A CPU without AVX512-BF16/AMX emulates bf16
-    # maths (about 15x slower than fp32 for SmolLM2's layers on an AVX2 CPU), so there they compute in fp32.
-    qdt = "fp32" if kind == "cpu" and not card.bf16 else half
     if qdt != half:
         notes.append("this CPU has no fast bf16 (AVX512-BF16 or AMX): 8-bit and 4-bit layers compute in fp32.")
     quant_ok = bool(getattr(card, "bnb_4bit", True))

@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["guard_cpu_4bit", "prepare_lora", "prepare_qlora", "lora_targets", "count_trainable"]
+__all__ = ["guard_cpu_4bit", "prepare_lora", "prepare_qlora", "lora_targets", "count_trainable", "quiet_peft_model"]
 
 
 def _linear4bit_modules(model) -> list:
@@ -87,6 +87,16 @@ def count_trainable(model) -> tuple[int, int]:
     return trainable, total
 
 
+def quiet_peft_model(model, config):
+    """peft's get_peft_model without the FutureWarning about transformers' renamed is_gradient_checkpointing
+    (peft reads the old name; nothing the learner can change)."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
+
+
 def _task_type(model) -> str | None:
     name = type(model).__name__
     if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
@@ -109,7 +119,7 @@ def _enable_checkpointing(model) -> None:
 def _wrap(model, r: int, alpha: int, dropout: float, targets: Any, gradient_checkpointing: bool, verbose: bool,
           kind: str):
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     if hasattr(model, "peft_config"):
         raise ConfigError(f"this model already has adapters ({type(model).__name__}); call {kind} on the base model.")
@@ -128,9 +138,7 @@ def _wrap(model, r: int, alpha: int, dropout: float, targets: Any, gradient_chec
     target_modules = lora_targets(model) if targets in ("all-linear", None) else targets
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         task_type=_task_type(model))
-    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
-        warnings.simplefilter("ignore", FutureWarning)
-        peft_model = get_peft_model(model, config)
+    peft_model = quiet_peft_model(model, config)
     peft_model.llmcourse_prepared = kind
     if verbose:
         trainable, total = count_trainable(peft_model)
