@@ -2,7 +2,7 @@
 #   make lab    set up (once) and start JupyterLab on week01/
 #   make test   set up (once) and run lint, unit tests and every notebook (nbval), offline
 # Other targets: setup (the shared set-up step), course (run every notebook with papermill, runtime table),
-# bench (memory estimates against measurements), lock (refresh constraints.txt), clean.
+# unit (the fast loop), bench (memory estimates and the thread policy, measured), lock (refresh constraints.txt), clean.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -35,25 +35,28 @@ lab: setup
 	$(BIN)/jupyter lab week01/00_setup_and_hardware.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 lint: setup
-	$(BIN)/ruff check llmcourse tests
+	$(BIN)/ruff check llmcourse tests benchmarks conftest.py
 
 # Everything, in one pytest run (its closing line counts unit tests and notebooks): lint first.
 test: setup lint
 	$(OFFLINE) $(BIN)/python -m pytest tests week*/*.ipynb --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=1200 $(PYTEST_ARGS)
 
+# The fast loop: unit tests without the slow ones (under 3 minutes on 2 cores); make test runs everything.
 unit: setup
-	$(OFFLINE) $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(OFFLINE) $(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 notebooks: setup
 	$(OFFLINE) $(BIN)/python -m pytest week*/*.ipynb --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 \
 		$(PYTEST_ARGS)
 
 course: setup
-	$(OFFLINE) $(BIN)/python -m llmcourse.runner
+	$(OFFLINE) $(BIN)/llmcourse course
 
+# Maintainer benchmarks (benchmarks/): memory estimates against measurements, then the thread policy's table.
 bench: setup
-	$(BIN)/python -m llmcourse.bench memory
+	$(BIN)/python -m benchmarks.memory
+	$(OFFLINE) $(BIN)/python -m benchmarks.threads
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|llmcourse)==' > constraints.txt.new

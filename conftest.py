@@ -15,7 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-RUNTIME_FACTOR = float(os.environ.get("LLMCOURSE_RUNTIME_FACTOR", "1.5"))
+sys.path.insert(0, str(ROOT))
+from llmcourse.teaching.execute import RUNTIME_FACTOR as _DEFAULT_FACTOR  # noqa: E402  (one home for the factor)
+
+RUNTIME_FACTOR = float(os.environ.get("LLMCOURSE_RUNTIME_FACTOR", _DEFAULT_FACTOR))
 # nbval waits at most 5 s for each output message of a finished cell; on a busy 2-core machine the kernel can lag
 # longer after a long cell that drew a progress bar, and nbval then fails the cell with "Timeout of 5 seconds
 # exceeded waiting for output". Give it a minute (the cell's own time limit is --nbval-cell-timeout).
@@ -35,6 +38,7 @@ except ImportError:  # nbval is a test extra; without it there are no notebook i
     pass
 _seconds: dict[str, float] = defaultdict(float)
 _failed: set[str] = set()
+_unit_seconds = 0.0  # every test item that is not a notebook cell
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -50,8 +54,10 @@ def _notebook_of(nodeid: str) -> str | None:
 
 
 def pytest_runtest_logreport(report):
+    global _unit_seconds
     nb = _notebook_of(report.nodeid)
     if nb is None:
+        _unit_seconds += report.duration
         return
     _seconds[nb] += report.duration
     if report.failed:
@@ -61,7 +67,7 @@ def pytest_runtest_logreport(report):
 def _declared() -> dict[str, float]:
     try:
         sys.path.insert(0, str(ROOT))
-        from llmcourse.syllabus import load_syllabus
+        from llmcourse.teaching.syllabus import load_syllabus
 
         return {nb.path: nb.runtime_min for nb in load_syllabus(ROOT / "curriculum" / "syllabus.yaml")["notebooks"]}
     except Exception as exc:  # the table is a report; a broken syllabus is caught by tests/test_syllabus.py
@@ -99,11 +105,32 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+def _phases(tr) -> None:
+    """CI's phase table (.ci/run exports the set-up and lint times and when it started)."""
+    start = os.environ.get("LLMCOURSE_CI_START")
+    if not start:
+        return
+    import time
+
+    rows = [("set-up (make setup)", os.environ.get("LLMCOURSE_CI_SETUP_S")),
+            ("lint (make lint)", os.environ.get("LLMCOURSE_CI_LINT_S")),
+            ("unit tests", round(_unit_seconds)),
+            (f"notebooks ({len(_seconds)})", round(sum(_seconds.values()))),
+            ("total so far", round(time.time() - float(start)))]
+    tr.section("CI phases")
+    for name, sec in rows:
+        if sec not in (None, ""):
+            tr.write_line(f"{name:<24} {float(sec) / 60:6.1f} min ({float(sec):.0f} s)")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     _judge()
-    if not _rows:
-        return
-    tr = terminalreporter
+    if _rows:
+        _runtime_table(terminalreporter)
+    _phases(terminalreporter)
+
+
+def _runtime_table(tr) -> None:
     tr.section("notebook runtimes (CPU)")
     tr.write_line(f"{'notebook':<52} {'declared':>9} {'measured':>9} {'ratio':>6}  verdict")
     for nb, limit, sec, verdict in _rows:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AssetUnavailable
+from .files import atomic_path
 
 __all__ = ["Asset", "MODELS", "DATASETS", "cache_dir", "is_offline", "list_assets", "package_dir", "resolve"]
 
@@ -198,19 +197,9 @@ def _converted_gguf(asset: Asset, folder: Path, gguf_file: str) -> Path:
     clean = type(model)(config)
     clean.load_state_dict(model.state_dict())
     clean.generation_config = model.generation_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+    with atomic_path(target, folder=True) as tmp:  # another process's finished copy is kept
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep its copy
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     print(f"llmcourse: cached in {time.perf_counter() - start:.0f} s.", flush=True)
     return target
 

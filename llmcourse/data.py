@@ -105,31 +105,22 @@ def _from_disk(name: str):
 
 
 def _to_disk(name: str, ds):
-    import shutil
-    import tempfile
     from dataclasses import asdict
 
-    path = _disk_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=path.parent)
     import datasets
+
+    from .files import atomic_path
 
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        ds.save_to_disk(tmp)
-        with open(f"{tmp}/datasheet.json", "w", encoding="utf-8") as f:
-            json.dump(asdict(ds.datasheet), f, ensure_ascii=False, indent=1)
-        try:
-            import os
-
-            os.rename(tmp, path)
-        except OSError:  # another process saved it first
-            pass
+        with atomic_path(_disk_path(name), folder=True) as tmp:  # another process's finished copy is kept
+            ds.save_to_disk(str(tmp))
+            with open(tmp / "datasheet.json", "w", encoding="utf-8") as f:
+                json.dump(asdict(ds.datasheet), f, ensure_ascii=False, indent=1)
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
-        shutil.rmtree(tmp, ignore_errors=True)
     return _from_disk(name) or ds
 
 

@@ -8,7 +8,6 @@ True on a T4 where bf16 is only emulated. 4-bit support is judged by a real quan
 from __future__ import annotations
 
 import html
-import importlib.metadata
 import os
 import platform as _platform
 import random
@@ -17,14 +16,17 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
+
 __all__ = [
     "REQUIREMENTS",
     "HardwareCard",
     "bf16_from_capability",
     "detect",
     "detect_platform",
+    "SIMULATED",
     "seed_everything",
-    "simulated_gpu",
+    "simulated_card",
 ]
 
 # What the course needs: package -> minimum version (the lowest that was tested).
@@ -75,6 +77,8 @@ class HardwareCard:
     ram_total: int
     python: str
     versions: dict[str, str | None] = field(default_factory=dict)
+    threads: int | None = None  # torch intra-op threads set by setup() (llmcourse.threads' policy)
+    threads_reason: str | None = None  # why that many
 
     @property
     def device(self) -> str:
@@ -106,6 +110,7 @@ class HardwareCard:
             ("platform", self.platform),
             ("CPU cores / RAM", f"{self.cpu_count} / {self.ram_total / 2**30:.1f} GiB"),
             ("python", self.python),
+            *([("torch threads", f"{self.threads}: {self.threads_reason}")] if self.threads else []),
         ]
 
     def __str__(self) -> str:
@@ -188,6 +193,8 @@ def _probe_bnb_4bit(device: str) -> tuple[bool, str | None]:
 
 
 def _versions() -> dict[str, str | None]:
+    import importlib.metadata  # about 50 ms: only when a card is made, not at `import llmcourse`
+
     out = {}
     for pkg in REQUIREMENTS:
         try:
@@ -226,14 +233,30 @@ def bf16_from_capability(compute_capability: tuple[int, int] | None) -> bool:
     return compute_capability is not None and tuple(compute_capability) >= (8, 0)
 
 
-def simulated_gpu(name: str, total_gib: float, compute_capability: tuple[int, int],
-                  platform: str = "colab") -> HardwareCard:
-    """A card for a GPU this machine does not have (e.g. Colab's 15 GiB T4, capability 7.5), for planning and tests."""
-    total = int(total_gib * 2**30)
-    return HardwareCard(kind="cuda", name=name, total_memory=total, free_memory=total,
-                        compute_capability=tuple(compute_capability), bf16=bf16_from_capability(compute_capability),
-                        fp16=tuple(compute_capability) >= (6, 0), bnb_4bit=True, bnb_4bit_error=None,
-                        platform=platform, cpu_count=2, ram_total=int(12.7 * 2**30), python=sys.version.split()[0],
+# Hardware to plan for without having it: name -> (description, memory in GiB, CUDA compute capability or None for
+# a CPU). bf16, fp16 and 4-bit support follow from the capability, as `detect` judges them.
+SIMULATED: dict[str, tuple[str, float, tuple[int, int] | None]] = {
+    "t4": ("Tesla T4 (simulated)", 15, (7, 5)),  # Colab's and Kaggle's free GPU: no bf16
+    "a100": ("A100 40GB (simulated)", 40, (8, 0)),
+    "4090": ("RTX 4090 (simulated)", 24, (8, 9)),
+    "cpu": ("CPU with 16 GiB (simulated)", 16, None),  # a laptop with fast bf16 (AVX512-BF16 or AMX)
+}
+
+
+def simulated_card(name: str) -> HardwareCard:
+    """A card for hardware this machine does not have, from `SIMULATED`: 't4' (15 GiB, no bf16), 'a100', '4090'
+    or 'cpu'. Use `dataclasses.replace(card, bf16=False)` to change one property."""
+    try:
+        label, gib, cc = SIMULATED[name.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown simulated device {name!r}. Fix: use one of {', '.join(SIMULATED)}, or "
+                          "llmcourse.detect() for this machine.") from None
+    total = int(gib * 2**30)
+    return HardwareCard(kind="cuda" if cc else "cpu", name=label, total_memory=total, free_memory=total,
+                        compute_capability=cc, bf16=bf16_from_capability(cc) if cc else True,
+                        fp16=cc is not None and cc >= (6, 0), bnb_4bit=True, bnb_4bit_error=None,
+                        platform="colab" if name.lower() == "t4" else "local", cpu_count=2,
+                        ram_total=int(12.7 * 2**30) if cc else total, python=sys.version.split()[0],
                         versions=_versions())
 
 

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable
 
 from .device import HardwareCard, detect, detect_platform, seed_everything
+from .threads import apply as apply_threads
 
 __all__ = ["COLAB_EXTRAS", "REPO_URL", "install_command", "setup"]
 
@@ -34,13 +35,15 @@ def install_command(platform: str) -> list[str]:
 
 
 def setup(seed: int | None = None, quiet: bool = False,
-          runner: Callable[[list[str]], object] | None = None) -> HardwareCard:
-    """Prepare the notebook: install what Colab/Kaggle lack, seed, and show the hardware card (returned).
+          runner: Callable[[list[str]], object] | None = None, threads: int | None = None) -> HardwareCard:
+    """Prepare the notebook: install what Colab/Kaggle lack, seed, set torch's threads, show the card (returned).
 
     Args:
         seed: seed Python, NumPy and torch when given.
         quiet: do not display the card.
         runner: runs the install command (tests pass a stub; default subprocess.run with check=True).
+        threads: torch intra-op threads; default: LLMCOURSE_THREADS, else the policy of `llmcourse.threads`
+            (all physical cores on a quiet machine, fewer when other processes keep cores busy).
     """
     platform = detect_platform()
     command = install_command(platform)
@@ -53,7 +56,9 @@ def setup(seed: int | None = None, quiet: bool = False,
         seed_everything(seed)
     # peft (0.17+) reads a property that transformers 5 renamed: a warning the learner can do nothing about.
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+    choice = apply_threads(threads)
     card = detect()
+    card.threads, card.threads_reason = choice.threads, choice.reason
     if not quiet:
         _show(card)
     if not card.ok:

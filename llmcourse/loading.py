@@ -7,33 +7,20 @@ bitsandbytes quantization config.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .assets import resolve
-from .errors import ConfigError, HardwareError
+from .errors import HardwareError
+from .types import Dtype, Quant, Task, parse_dtype, parse_quant, parse_task, torch_dtype
 
-__all__ = ["DTYPES", "QUANTS", "load_model"]
-
-DTYPES = ("fp32", "bf16", "fp16")
-QUANTS = (None, "int8", "nf4")
+__all__ = ["load_model", "quantization_config"]
 
 
-def _torch_dtype(dtype):
-    import torch
-
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-             "fp16": torch.float16, "float16": torch.float16}
-    if dtype not in table:
-        raise ConfigError(f"dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}.")
-    return table[dtype]
-
-
-def quantization_config(quant: str | None, compute_dtype=None):
+def quantization_config(quant: Quant | str | None, compute_dtype: Any = None):
     """A BitsAndBytesConfig for quant 'int8' or 'nf4' (None for no quantization)."""
-    if quant is None or quant == "none":
+    quant = parse_quant(quant)
+    if quant is None:
         return None
-    if quant not in QUANTS:
-        raise ConfigError(f"quant {quant!r} is not supported: use None, 'int8' or 'nf4'.")
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -48,8 +35,9 @@ def quantization_config(quant: str | None, compute_dtype=None):
                               bnb_4bit_compute_dtype=compute_dtype or torch.float32)
 
 
-def _plan_for(path: str, dtype, quant, budget, task: str, device: str):
+def _plan_for(path: str, dtype: Dtype | None, quant: Quant | None, budget, task: Task, device: str):
     """The memory plan for this load (None if it cannot be computed; MemoryBudgetError if nothing fits)."""
+    import dataclasses
     import warnings
 
     import torch
@@ -57,16 +45,13 @@ def _plan_for(path: str, dtype, quant, budget, task: str, device: str):
     from .errors import CourseError, MemoryBudgetError
     from .planner import plan
 
-    fixed_dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, dtype)
     card = None
     if device == "cpu" and torch.cuda.is_available():
-        from types import SimpleNamespace
-
         from .device import detect
 
-        card = SimpleNamespace(**dict(vars(detect()), kind="cpu"))
+        card = dataclasses.replace(detect(), kind="cpu")
     try:
-        p = plan(path, budget=budget, task=task, dtype=fixed_dtype, quant=quant, device=card)
+        p = plan(path, budget=budget, task=task, dtype=dtype, quant=quant, device=card)
     except MemoryBudgetError:
         raise
     except CourseError:
@@ -84,8 +69,8 @@ def _plan_for(path: str, dtype, quant, budget, task: str, device: str):
     return p
 
 
-def load_model(name: str, dtype=None, quant: str | None = None, budget=None, task: str = "inference",
-               device: str | None = None):
+def load_model(name: str, dtype: Any = None, quant: Quant | str | None = None, budget: Any = None,
+               task: Task = "inference", device: str | None = None):
     """(model, tokenizer) for causal LM `name` (hub id, alias or folder), resolved offline when needed.
 
     Before loading anything, the memory planner (llmcourse.plan) chooses the dtype and quantization that fit
@@ -105,20 +90,17 @@ def load_model(name: str, dtype=None, quant: str | None = None, budget=None, tas
     path = resolve(name)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = _torch_dtype(dtype)
-    if quant == "none":
-        quant = None
-    plan = _plan_for(path, torch_dtype, quant, budget, task, device)
+    dtype, quant, task = parse_dtype(dtype), parse_quant(quant), parse_task(task)
+    plan = _plan_for(path, dtype, quant, budget, task, device)
     if plan is not None:
         plan.model = plan.estimate.model = name
-        torch_dtype = _torch_dtype(plan.dtype)
-        quant = plan.quant
-    if torch_dtype is None:
-        torch_dtype = torch.float32
+        dtype, quant = plan.dtype, plan.quant
+    if dtype is None:
+        dtype = "fp32"
         if device == "cuda":
-            torch_dtype = torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8 else torch.float16
-    kwargs = {"dtype": torch_dtype}
-    qconf = quantization_config(quant, compute_dtype=torch_dtype)
+            dtype = "bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16"
+    kwargs = {"dtype": torch_dtype(dtype)}
+    qconf = quantization_config(quant, compute_dtype=kwargs["dtype"])
     if qconf is not None:
         kwargs["quantization_config"] = qconf
         kwargs["device_map"] = {"": 0 if device == "cuda" else device}

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .surgery import add_lora, enable_checkpointing, lora_config, meta_model, quantized_modules
+from .types import Dtype, Quant, Task, dtype_bytes, parse_dtype, parse_quant, parse_task
 
-__all__ = ["Estimate", "estimate", "format_bytes", "parse_size", "load_config", "TASKS"]
+__all__ = ["BREAKDOWN_KEYS", "BREAKDOWN_LABELS", "Estimate", "estimate", "format_bytes", "kv_cache_bytes",
+           "load_config", "packaged_configs", "parse_size"]
 
-TASKS = ("inference", "full", "lora", "qlora")
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-QUANTS = (None, "int8", "nf4")
 NF4_BLOCK = 64  # bitsandbytes 4-bit block size: one absmax per 64 weights
 DQ_BLOCK = 256  # double quantization: one fp32 scale per 256 absmax values
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -62,7 +62,7 @@ def parse_size(value: str | int | float) -> int:
         return int(value)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
     if not m or m.group(2).lower() not in _UNITS:
-        raise ConfigError(f"cannot read the size {value!r}. Write a number with a unit, e.g. '4GiB', '4GB' or "
+        raise ConfigError(f"cannot read the size {value!r}. Fix: write a number with a unit, e.g. '4GiB', '4GB' or "
                           "'4096MiB' (GiB = 1024^3 bytes, GB = 1000^3 bytes).")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
@@ -83,9 +83,9 @@ class Estimate:
     """The memory of one task in one configuration, as a breakdown in bytes (see `BREAKDOWN_KEYS`)."""
 
     model: str
-    task: str
-    dtype: str
-    quant: str | None
+    task: Task
+    dtype: Dtype
+    quant: Quant | None
     batch: int
     seq_len: int
     gradient_checkpointing: bool
@@ -194,7 +194,7 @@ def load_config(model_or_config: Any):
         return AutoConfig.from_pretrained(name)
     except Exception as exc:  # noqa: BLE001
         known = ", ".join(packaged_configs()) or "none"
-        raise ConfigError(f"no config found for {name!r} ({type(exc).__name__}). Pass a local folder with a "
+        raise ConfigError(f"no config found for {name!r} ({type(exc).__name__}). Fix: pass a local folder with a "
                           f"config.json, a transformers config object, or a packaged config: {known}.") from exc
 
 
@@ -214,93 +214,9 @@ def _num_layers(config) -> int:
     return int(config.num_hidden_layers)
 
 
-def _model_class(config):
-    import transformers
-
-    for arch in config.architectures or []:
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
-            return cls
-    try:
-        transformers.AutoModelForCausalLM.from_config  # noqa: B018
-        transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-        return transformers.AutoModelForCausalLM
-    except KeyError:
-        return transformers.AutoModel
-
-
-def _build_meta(config, dtype: str):
-    import torch
-
-    cls = _model_class(config)
-    tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    with torch.device("meta"):
-        if hasattr(cls, "from_config"):
-            model = cls.from_config(config, dtype=tdtype)
-        else:
-            model = cls._from_config(config, dtype=tdtype)
-    return model
-
-
 # ------------------------------------------------------------------------------------------------ counting weights
-def _linear_shape(module) -> tuple[int, int] | None:
-    """(in_features, out_features) of an nn.Linear or a GPT-2 style Conv1D, else None."""
-    import torch
-
-    if isinstance(module, torch.nn.Linear):
-        return module.in_features, module.out_features
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-        return module.weight.shape[0], module.nf
-    return None
-
-
-def _not_converted(model) -> set[str]:
-    """Module names transformers keeps in 16-bit when quantizing (the output head, tied embeddings)."""
-    try:
-        from transformers.quantizers.base import get_keys_to_not_convert
-
-        return set(get_keys_to_not_convert(model))
-    except Exception:  # noqa: BLE001
-        return {"lm_head"}
-
-
-CLASSIFIER_HEADS = ("classifier", "score", "qa_outputs")
-
-
-def keep_in_float(model) -> list[str]:
-    """Modules to leave unquantized when loading in 8/4-bit: what transformers keeps (the output head, tied
-    embeddings) and classification heads, which train in full next to LoRA adapters (peft's modules_to_save) and so
-    cannot be 4-bit. Pass it as `BitsAndBytesConfig(llm_int8_skip_modules=...)`."""
-    keep = {n.rsplit(".", 1)[0] if n.endswith((".weight", ".bias")) else n for n in _not_converted(model)}
-    keep |= {name for name, _ in model.named_modules() if name.split(".")[-1] in CLASSIFIER_HEADS}
-    return sorted(keep)
-
-
-def _quantized_modules(model) -> dict[str, tuple[int, int]]:
-    skip = set(keep_in_float(model))
-    out = {}
-    for name, module in model.named_modules():
-        shape = _linear_shape(module)
-        if shape is None or any(name == s or name.endswith("." + s) or name.startswith(s + ".") for s in skip):
-            continue
-        out[name] = shape
-    return out
-
-
-def _lora_targets(model) -> dict[str, tuple[int, int]]:
-    """All linear layers but the output head and a classification head ('all-linear' as peft defines it)."""
-    skip = {"lm_head", "score", "classifier", "cls", "qa_outputs", "pooler"} | _not_converted(model)
-    out = {}
-    for name, module in model.named_modules():
-        shape = _linear_shape(module)
-        if shape is None or any(part in skip for part in name.split(".")):
-            continue
-        out[name] = shape
-    return out
-
-
-def _count(config, dtype: str, quant: str | None, lora_r: int | None, double_quant: bool) -> dict[str, Any]:
-    model = _build_meta(config, dtype)
+def _count(config, dtype: Dtype, quant: Quant | None, lora_r: int | None, double_quant: bool) -> dict[str, Any]:
+    model = meta_model(config, dtype)
     seen, by_type, total = set(), {}, 0
     for module in model.modules():
         for p in module.parameters(recurse=False):
@@ -309,21 +225,20 @@ def _count(config, dtype: str, quant: str | None, lora_r: int | None, double_qua
             seen.add(id(p))
             by_type[type(module).__name__] = by_type.get(type(module).__name__, 0) + p.numel()
             total += p.numel()
-    wbytes = total * DTYPE_BYTES[dtype]
-    quantized = _quantized_modules(model) if quant else {}
+    wbytes = total * dtype_bytes(dtype)
+    quantized = quantized_modules(model) if quant else {}
     largest_q = 0
     for din, dout in quantized.values():
         n = din * dout
         largest_q = max(largest_q, n)
-        wbytes -= n * DTYPE_BYTES[dtype]
+        wbytes -= n * dtype_bytes(dtype)
         if quant == "int8":
             wbytes += n + 4 * dout  # int8 weights + one fp32 scale per output row
         else:
             blocks = -(-n // NF4_BLOCK)
             wbytes += n // 2 + (blocks + 4 * -(-blocks // DQ_BLOCK) if double_quant else 4 * blocks)
-    lora = _lora_targets(model) if lora_r else {}
-    adapter_params = sum(lora_r * (din + dout) for din, dout in lora.values()) if lora_r else 0
     largest = max((p.numel() for p in model.parameters()), default=0)
+    adapter_params = add_lora(model, lora_config(model, r=lora_r)).get_nb_trainable_parameters()[0] if lora_r else 0
     return {"params": total, "by_type": by_type, "weight_bytes": wbytes, "adapter_params": adapter_params,
             "largest_quantized": largest_q, "largest_param": largest}
 
@@ -412,23 +327,7 @@ def _fake_quantized_linear(module, compute_dtype):
     module.forward = forward
 
 
-def _enable_checkpointing(model) -> None:
-    """Gradient checkpointing with use_reentrant=False (transformers 5 renamed it 'activation checkpointing')."""
-    import warnings
-
-    kwargs = {"use_reentrant": False}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        if hasattr(model, "activation_checkpointing_enable"):
-            try:
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-                return
-            except TypeError:
-                pass
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def _inputs(model, batch: int, seq_len: int, task: str):
+def _inputs(model, batch: int, seq_len: int, task: Task):
     import torch
 
     ids = torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
@@ -459,31 +358,25 @@ def _cache_tensors(out) -> list:
     return tensors
 
 
-def _simulate(config, task: str, dtype: str, quant: str | None, batch: int, seq_len: int, lora_r: int | None,
+def _simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, seq_len: int, lora_r: int | None,
               gradient_checkpointing: bool) -> dict[str, int]:
     """Run the task on meta tensors; return the peak live bytes split into activations / gradients / kv."""
     import torch
 
-    model = _build_meta(config, dtype)
+    model = meta_model(config, dtype)
     tdtype = next(model.parameters()).dtype
     if quant:
-        for name in _quantized_modules(model):
+        for name in quantized_modules(model):
             _fake_quantized_linear(model.get_submodule(name), tdtype)
     train = task != "inference"
     if task in ("lora", "qlora"):
-        from peft import LoraConfig
-
-        from .qlora import quiet_peft_model
-
-        targets = [n.split(".")[-1] for n in _lora_targets(model)]
         for p in model.parameters():
             p.requires_grad_(False)
-        model = quiet_peft_model(model, LoraConfig(r=lora_r or 16, lora_alpha=2 * (lora_r or 16), lora_dropout=0.05,
-                                                   target_modules=sorted(set(targets))))
+        model = add_lora(model, lora_config(model, r=lora_r or 16))
     if train:
         model.train()
         if gradient_checkpointing:
-            _enable_checkpointing(model)
+            enable_checkpointing(model)
     else:
         model.eval()
     kwargs, _ = _inputs(model.get_base_model() if hasattr(model, "peft_config") else model, batch, seq_len, task)
@@ -565,16 +458,16 @@ def _count_extrapolated(config, dtype, quant, lora_r, double_quant) -> dict[str,
     return out
 
 
-def kv_cache_bytes(config, batch: int, tokens: int, dtype: str = "bf16") -> int:
+def kv_cache_bytes(config, batch: int, tokens: int, dtype: Dtype = "bf16") -> int:
     """Bytes of a KV cache: 2 (keys and values) x layers x kv heads x head dim x batch x tokens x bytes."""
     heads = getattr(config, "num_attention_heads", None) or config.n_head
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return 2 * _num_layers(config) * kv_heads * head_dim * batch * tokens * DTYPE_BYTES[dtype]
+    return 2 * _num_layers(config) * kv_heads * head_dim * batch * tokens * dtype_bytes(dtype)
 
 
 # ------------------------------------------------------------------------------------------------------ the public
-def estimate(model_or_config: Any, task: str = "inference", *, dtype: str | None = None, quant: str | None = None,
+def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | None = None, quant: Quant | None = None,
              batch: int = 1, seq_len: int = 512, lora_r: int = 16, gradient_checkpointing: bool = False,
              new_tokens: int = 32, double_quant: bool = True, device: str = "cpu") -> Estimate:
     """Estimate the peak memory of `task` for a model, in bytes, without loading any weight.
@@ -589,20 +482,13 @@ def estimate(model_or_config: Any, task: str = "inference", *, dtype: str | None
     quant: None, "int8" or "nf4" (bitsandbytes); not allowed with task="full".
     device: "cpu" or "cuda": only changes the optimizer's temporary memory (foreach AdamW on GPUs).
     """
-    if task not in TASKS:
-        raise ConfigError(f"task {task!r} is not one of {', '.join(TASKS)}.")
+    task, quant, dtype = parse_task(task), parse_quant(quant), parse_dtype(dtype)
     if task == "qlora" and quant is None:
         quant = "nf4"
-    if quant in ("none", ""):
-        quant = None
-    if quant not in QUANTS:
-        raise ConfigError(f"quant {quant!r} is not one of none, int8, nf4.")
     if task == "full" and quant:
-        raise ConfigError(f"full fine-tuning cannot train {quant} weights. Use task='qlora' (adapters on a "
+        raise ConfigError(f"full fine-tuning cannot train {quant} weights. Fix: task='qlora' (adapters on a "
                           "quantized base) or quant=None.")
     dtype = dtype or ("bf16" if quant else "fp32")
-    if dtype not in DTYPE_BYTES:
-        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPE_BYTES)}.")
     if batch < 1 or seq_len < 1:
         raise ConfigError(f"batch ({batch}) and seq_len ({seq_len}) must be at least 1.")
     config = load_config(model_or_config)
@@ -610,7 +496,7 @@ def estimate(model_or_config: Any, task: str = "inference", *, dtype: str | None
     counts = _count_extrapolated(config, dtype, quant, lora, double_quant)
     gc = bool(gradient_checkpointing) and task != "inference"
     sim = _extrapolate(config, task, dtype, quant, batch, seq_len, lora, gc)
-    wb = DTYPE_BYTES[dtype]
+    wb = dtype_bytes(dtype)
     breakdown = dict.fromkeys(BREAKDOWN_KEYS, 0)
     breakdown["weights"] = counts["weight_bytes"]
     if task == "inference":

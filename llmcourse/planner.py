@@ -11,44 +11,22 @@ Command line: `llmcourse plan MODEL --task qlora --budget 4GiB [--json]`.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
-from .errors import ConfigError, CourseError, MemoryBudgetError
-from .memory import BREAKDOWN_KEYS, BREAKDOWN_LABELS, DTYPE_BYTES, TASKS, Estimate, estimate, format_bytes, parse_size
+from .device import HardwareCard, simulated_card
+from .errors import ConfigError, HardwareError, MemoryBudgetError
+from .memory import BREAKDOWN_KEYS, BREAKDOWN_LABELS, Estimate, estimate, format_bytes, parse_size
+from .types import Dtype, Quant, Task, parse_dtype, parse_quant, parse_task
 
-__all__ = ["Plan", "plan", "simulated_card", "configure_parser", "main"]
+__all__ = ["Plan", "compute_dtypes", "plan"]
 
 CPU_MARGIN = 0.8  # of the available RAM: the OS, the notebook and the data need the rest
 GPU_MARGIN = 0.9  # of the free GPU memory
 CUDA_CONTEXT = 512 * 2**20  # the CUDA context and kernels take about this much outside torch's allocator
 
-_CARDS = {
-    "t4": dict(kind="cuda", name="Tesla T4 (simulated)", total_memory=15 * 2**30, free_memory=15 * 2**30,
-               compute_capability=(7, 5), bf16=False, bnb_4bit=True),
-    "a100": dict(kind="cuda", name="A100 40GB (simulated)", total_memory=40 * 2**30, free_memory=40 * 2**30,
-                 compute_capability=(8, 0), bf16=True, bnb_4bit=True),
-    "4090": dict(kind="cuda", name="RTX 4090 (simulated)", total_memory=24 * 2**30, free_memory=24 * 2**30,
-                 compute_capability=(8, 9), bf16=True, bnb_4bit=True),
-    "cpu": dict(kind="cpu", name="CPU with 16 GiB (simulated)", total_memory=16 * 2**30, free_memory=16 * 2**30,
-                compute_capability=None, bf16=True, bnb_4bit=True),
-}
 
-
-def simulated_card(name: str) -> SimpleNamespace:
-    """A hardware card for planning without the hardware: 't4' (15 GiB, no bf16), 'a100', '4090' or 'cpu'."""
-    try:
-        return SimpleNamespace(**_CARDS[name.lower()])
-    except KeyError:
-        raise ConfigError(f"unknown simulated device {name!r}; use one of {', '.join(_CARDS)} "
-                          "or llmcourse.detect()") from None
-
-
-def _card(device: Any):
+def _card(device: HardwareCard | str | None) -> HardwareCard:
     if device is None:
         from .device import detect
 
@@ -75,7 +53,7 @@ class Plan:
     """The configuration chosen for a model, a task and a memory budget, and why."""
 
     model: str
-    task: str
+    task: Task
     budget_bytes: int
     budget_reason: str
     device: str
@@ -151,7 +129,7 @@ class Plan:
         return ax
 
 
-def compute_dtypes(card) -> tuple[str, str]:
+def compute_dtypes(card: HardwareCard) -> tuple[Dtype, Dtype]:
     """(half precision, compute dtype of 8/4-bit layers) on this hardware card.
 
     Half precision is bf16, or fp16 on a GPU without bf16. Quantized layers dequantize to their compute dtype on every
@@ -163,7 +141,8 @@ def compute_dtypes(card) -> tuple[str, str]:
     return half, ("fp32" if cpu and not card.bf16 else half)
 
 
-def _candidates(task: str, half: str, quant_ok: bool, dtype: str | None, quant: str | None, qdt: str | None = None):
+def _candidates(task: Task, half: Dtype, quant_ok: bool, dtype: Dtype | None, quant: Quant | None,
+                qdt: Dtype | None = None) -> list[tuple[Dtype, Quant | None]]:
     """(dtype, quant) in the order a careful engineer tries them; qdt: the compute dtype of quantized layers."""
     qdt = qdt or half
     if dtype or quant:
@@ -180,9 +159,10 @@ def _candidates(task: str, half: str, quant_ok: bool, dtype: str | None, quant: 
     return out
 
 
-def plan(model: Any, budget: Any = None, task: str = "inference", batch: int = 1, seq_len: int = 512, *,
-         dtype: str | None = None, quant: str | None = None, lora_r: int = 16,
-         gradient_checkpointing: bool | None = None, new_tokens: int = 32, device: Any = None) -> Plan:
+def plan(model: Any, budget: Any = None, task: Task = "inference", batch: int = 1, seq_len: int = 512, *,
+         dtype: Dtype | None = None, quant: Quant | None = None, lora_r: int = 16,
+         gradient_checkpointing: bool | None = None, new_tokens: int = 32,
+         device: HardwareCard | str | None = None) -> Plan:
     """Choose how to run `task` for `model` within `budget` bytes (default: the device's free memory, with a margin).
 
     model: a hub id or alias, a local folder, a config or a model (see `llmcourse.estimate`).
@@ -194,13 +174,10 @@ def plan(model: Any, budget: Any = None, task: str = "inference", batch: int = 1
         simulated one by name ("t4", "a100", "4090", "cpu").
     Raises MemoryBudgetError when nothing fits, with the smallest configuration's numbers and what to change.
     """
-    if task not in TASKS:
-        raise ConfigError(f"task {task!r} is not one of {', '.join(TASKS)}.")
-    if quant in ("none", ""):
-        quant = None
+    task, dtype, quant = parse_task(task), parse_dtype(dtype), parse_quant(quant)
     if task == "full" and quant:
-        raise ConfigError("full fine-tuning trains every weight, so the weights cannot be quantized; use "
-                          "--task qlora for adapters on a quantized model.")
+        raise ConfigError("full fine-tuning trains every weight, so the weights cannot be quantized. Fix: "
+                          "task 'qlora' for adapters on a quantized model.")
     card = _card(device)
     kind = "cuda" if card.kind == "cuda" else "cpu"
     notes = []
@@ -219,16 +196,10 @@ def plan(model: Any, budget: Any = None, task: str = "inference", batch: int = 1
     if not quant_ok:
         notes.append("bitsandbytes cannot quantize on this device, so int8 and nf4 are not tried.")
         if quant or task == "qlora":
-            from .errors import HardwareError
-
             raise HardwareError(f"{quant or 'nf4'} needs bitsandbytes, which does not work on {card.name}. "
                                 "Fix: pip install bitsandbytes, or use task='lora' without quantization.")
     fixed = dtype is not None or quant is not None or gradient_checkpointing is not None
-    if dtype and dtype not in DTYPE_BYTES:
-        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPE_BYTES)}.")
     if dtype == "bf16" and kind == "cuda" and not card.bf16:
-        from .errors import HardwareError
-
         raise HardwareError(f"{card.name} cannot compute in bf16 (compute capability "
                             f"{'.'.join(map(str, card.compute_capability or ()))} < 8.0). Fix: dtype='fp16'.")
     common = dict(lora_r=lora_r, new_tokens=new_tokens, device=kind)
@@ -276,52 +247,3 @@ def plan(model: Any, budget: Any = None, task: str = "inference", batch: int = 1
             + "or a machine with more memory.", needed_bytes=smallest[1], budget_bytes=budget_bytes)
     return Plan(model=name, task=task, budget_bytes=budget_bytes, budget_reason=reason, device=card.name,
                 estimate=chosen, fits=True, tried=tried, notes=notes)
-
-
-# ------------------------------------------------------------------------------------------------------------ CLI
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of `llmcourse plan` to `parser`."""
-    parser.add_argument("model", metavar="MODEL", help="hub id, alias, local folder or packaged config name")
-    parser.add_argument("--task", choices=TASKS, default="inference")
-    parser.add_argument("--budget", help="memory budget, e.g. 4GiB, 4GB, 4096MiB (default: free memory, with margin)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--dtype", choices=sorted(DTYPE_BYTES), help="estimate this dtype instead of choosing")
-    parser.add_argument("--quant", choices=["none", "int8", "nf4"], help="estimate this quantization, do not choose")
-    parser.add_argument("--gradient-checkpointing", action="store_true", default=None,
-                        help="estimate with gradient checkpointing instead of choosing")
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--device", help="plan for a simulated device: t4, a100, 4090, cpu (default: this machine)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run `llmcourse plan` with parsed arguments; return the exit code."""
-    try:
-        quant = None if args.quant in (None, "none") else args.quant
-        fixed_quant = args.quant is not None
-        p = plan(args.model, budget=args.budget, task=args.task, batch=args.batch, seq_len=args.seq_len,
-                 dtype=args.dtype, quant=quant if fixed_quant else None, lora_r=args.lora_r,
-                 gradient_checkpointing=args.gradient_checkpointing, device=args.device)
-        if fixed_quant and quant is None and args.dtype is None:
-            p = plan(args.model, budget=args.budget, task=args.task, batch=args.batch, seq_len=args.seq_len,
-                     dtype="fp32", lora_r=args.lora_r, gradient_checkpointing=args.gradient_checkpointing,
-                     device=args.device)
-    except CourseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(p.to_dict()))
-    else:
-        print(p)
-    return 0 if p.fits else 2
-
-
-def _standalone(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llmcourse plan", description="How to fit a model in a memory budget.")
-    configure_parser(parser)
-    return main(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(_standalone())

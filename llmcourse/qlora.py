@@ -19,12 +19,12 @@ and print how many parameters train. `prepare_qlora` also
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from .errors import ConfigError
+from .surgery import add_lora, enable_checkpointing, lora_config, task_type
 
-__all__ = ["guard_cpu_4bit", "prepare_lora", "prepare_qlora", "lora_targets", "count_trainable", "quiet_peft_model"]
+__all__ = ["guard_cpu_4bit", "prepare_lora", "prepare_qlora"]
 
 
 def _linear4bit_modules(model) -> list:
@@ -65,61 +65,9 @@ def guard_cpu_4bit(model) -> int:
     return unpacked
 
 
-def lora_targets(model) -> list[str]:
-    """The names (last part) of the linear layers to adapt: all of them but the output and classification heads."""
-    from .memory import _lora_targets
-
-    names = sorted({name.split(".")[-1] for name in _lora_targets(model)})
-    if not names:
-        raise ConfigError(f"{type(model).__name__} has no linear layer to put LoRA adapters on.")
-    return names
-
-
-def count_trainable(model) -> tuple[int, int]:
-    """(trainable parameters, all parameters); 4-bit weights count as the number of weights they store."""
-    trainable = total = 0
-    for p in model.parameters():
-        n = p.numel()
-        if p.dtype == __import__("torch").uint8 and getattr(p, "quant_state", None) is not None:
-            n = int(__import__("math").prod(p.quant_state.shape))
-        total += n
-        trainable += n if p.requires_grad else 0
-    return trainable, total
-
-
-def quiet_peft_model(model, config):
-    """peft's get_peft_model without the FutureWarning about transformers' renamed is_gradient_checkpointing
-    (peft reads the old name; nothing the learner can change)."""
-    from peft import get_peft_model
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, config)
-
-
-def _task_type(model) -> str | None:
-    name = type(model).__name__
-    if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
-        return "CAUSAL_LM"
-    if name.endswith("ForSequenceClassification"):
-        return "SEQ_CLS"
-    if name.endswith("ForTokenClassification"):
-        return "TOKEN_CLS"
-    return None
-
-
-def _enable_checkpointing(model) -> None:
-    from .memory import _enable_checkpointing as enable
-
-    enable(model)
-    if getattr(model, "config", None) is not None and hasattr(model.config, "use_cache"):
-        model.config.use_cache = False
-
-
 def _wrap(model, r: int, alpha: int, dropout: float, targets: Any, gradient_checkpointing: bool, verbose: bool,
           kind: str):
     import torch
-    from peft import LoraConfig
 
     if hasattr(model, "peft_config"):
         raise ConfigError(f"this model already has adapters ({type(model).__name__}); call {kind} on the base model.")
@@ -134,15 +82,18 @@ def _wrap(model, r: int, alpha: int, dropout: float, targets: Any, gradient_chec
                 if "norm" in type(module).__name__.lower():
                     module.float()
     if gradient_checkpointing:
-        _enable_checkpointing(model)
-    target_modules = lora_targets(model) if targets in ("all-linear", None) else targets
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        task_type=_task_type(model))
-    peft_model = quiet_peft_model(model, config)
+        enable_checkpointing(model)
+        if getattr(model, "config", None) is not None and hasattr(model.config, "use_cache"):
+            model.config.use_cache = False
+    config = lora_config(model, r=r, alpha=alpha, dropout=dropout, targets=targets, task=task_type(model))
+    peft_model = add_lora(model, config)
+    n_adapted = sum(1 for m in peft_model.modules() if hasattr(m, "lora_A") and len(m.lora_A))
+    if not n_adapted:
+        raise ConfigError(f"{type(model).__name__} has no linear layer matching {targets!r} to put LoRA adapters on. "
+                          "Fix: targets='all-linear', or names of its linear layers such as ['q_proj', 'v_proj'].")
     peft_model.llmcourse_prepared = kind
     if verbose:
-        trainable, total = count_trainable(peft_model)
-        n_adapted = sum(1 for m in peft_model.modules() if hasattr(m, "lora_A") and len(m.lora_A))
+        trainable, total = peft_model.get_nb_trainable_parameters()
         print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%) "
               f"in LoRA adapters of rank {r} on {n_adapted} layers")
     return peft_model

@@ -12,9 +12,7 @@ trains it (about a minute on a 2-core CPU) and stores it under `cache_dir() / "m
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .assets import cache_dir, resolve
+from .files import atomic_path, cache_key
 
 __all__ = ["TWEET_RECIPE", "classifier_path", "save_tweet_classifier", "train_tweet_classifier", "tweet_classifier"]
 
@@ -52,8 +51,7 @@ def _recipe(**overrides: Any) -> dict[str, Any]:
 def classifier_path(**overrides: Any) -> Path:
     """The cache folder of the tweet classifier built with TWEET_RECIPE plus `overrides` (may not exist yet)."""
     recipe = _recipe(**overrides)
-    key = hashlib.sha1(json.dumps({**recipe, "v": FORMAT_VERSION}, sort_keys=True).encode()).hexdigest()[:10]
-    return cache_dir() / "models" / f"tweet-classifier-{key}"
+    return cache_dir() / "models" / f"tweet-classifier-{cache_key({**recipe, 'v': FORMAT_VERSION})}"
 
 
 def train_tweet_classifier(output_dir: str | Path, **overrides: Any):
@@ -100,20 +98,11 @@ def save_tweet_classifier(model, tokenizer, info: dict[str, Any] | None = None, 
     target = classifier_path(**overrides)
     if (target / "recipe.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
+    with atomic_path(target, folder=True) as tmp:  # if another process got there first, its copy is kept
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         meta = {"recipe": _recipe(**overrides), "format_version": FORMAT_VERSION, **(info or {})}
         (tmp / "recipe.json").write_text(json.dumps(meta, indent=2))
-        try:
-            os.replace(tmp, target)  # atomic on one file system; fails if another process got there first
-        except OSError:
-            if not (target / "recipe.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -16,10 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .assets import cache_dir
+from .files import atomic_path, cache_key
 
 __all__ = [
     "CAPTIONS_TRAIN",
@@ -100,7 +97,7 @@ def mnist_tensors(split: str = "train", size: int = 16) -> tuple[torch.Tensor, t
 
 # ------------------------------------------------------------------------------------------------ caching
 def _key(recipe: dict) -> str:
-    return hashlib.sha1(json.dumps({**recipe, "v": FORMAT_VERSION}, sort_keys=True).encode()).hexdigest()[:10]
+    return cache_key({**recipe, "v": FORMAT_VERSION})
 
 
 def _cached(name: str, recipe: dict) -> Path:
@@ -108,15 +105,8 @@ def _cached(name: str, recipe: dict) -> Path:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # readers see the old file or the whole new one, never half of it
         torch.save(obj, tmp)
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------------------- digit classifier

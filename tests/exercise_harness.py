@@ -5,45 +5,21 @@ that every check accepts the right answer and rejects plausible wrong ones witho
 
 from __future__ import annotations
 
-import json
-import re
-import textwrap
 from pathlib import Path
 
 from llmcourse import checks
+from llmcourse.teaching import notebooks
+from llmcourse.teaching.notebooks import cell_source, find_exercise, read_notebook, replace_solution
 
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-
-
-def _source(cell) -> str:
-    src = cell["source"]
-    return "".join(src) if isinstance(src, list) else src
+STUB = "\n".join(notebooks.STUB)  # what the student copy holds in place of a solution
 
 
 def exercise_cells(notebook: str | Path, exercise: str) -> tuple[str, str]:
     """(exercise cell source, check cell source) for exercise id `exercise` in `notebook` (path from the repo root)."""
-    nb = json.loads((ROOT / notebook).read_text(encoding="utf-8"))
-    cells = nb["cells"]
-    pattern = re.compile(r"check\(\s*['\"]" + re.escape(exercise) + r"['\"]")
-    for i, cell in enumerate(cells):
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "check" in tags and pattern.search(_source(cell)):
-            for j in range(i - 1, -1, -1):
-                if "exercise" in cells[j].get("metadata", {}).get("tags", []):
-                    return _source(cells[j]), _source(cell)
-            raise AssertionError(f"{notebook}: check cell of {exercise} has no exercise cell before it")
-    raise AssertionError(f"{notebook}: no check cell for exercise {exercise}")
-
-
-def replace_solution(source: str, replacement: str) -> str:
-    """The exercise cell with the code between the markers replaced by `replacement` (re-indented to the markers)."""
-    lines = source.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == BEGIN)
-    stop = next(i for i, line in enumerate(lines) if line.strip() == END)
-    indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
-    body = textwrap.indent(textwrap.dedent(replacement).strip("\n"), indent).splitlines()
-    return "\n".join(lines[:start] + body + lines[stop + 1 :])
+    cells = read_notebook(ROOT / notebook).cells
+    i, j = find_exercise(cells, exercise)
+    return cell_source(cells[i]), cell_source(cells[j])
 
 
 def run_exercise(notebook: str | Path, exercise: str, context: dict | None = None,

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse.badges import badge_markdown, colab_url, kaggle_url, write_badges
 from llmcourse.environment import REPO_URL
-from llmcourse.syllabus import load_syllabus
+from llmcourse.teaching.badges import badge_markdown, colab_url, kaggle_url, write_badges
+from llmcourse.teaching.syllabus import load_syllabus
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = [nb.path for nb in load_syllabus(ROOT / "curriculum" / "syllabus.yaml")["notebooks"]]

@@ -2,13 +2,23 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from llmcourse import device
-from llmcourse.device import bf16_from_capability, detect, detect_platform, simulated_gpu
+from llmcourse.device import bf16_from_capability, detect, detect_platform, simulated_card
+
+
+def _expected_kind() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
 def test_detect_on_this_machine():
     card = detect()
-    assert card.kind in ("cpu", "cuda", "mps")
+    assert card.kind == _expected_kind()
     assert card.total_memory > 0 and 0 < card.free_memory <= card.total_memory
     assert card.bnb_4bit, card.bnb_4bit_error  # the real quantize/dequantize probe passes here
     assert card.versions["torch"] and card.ok
@@ -20,7 +30,7 @@ def test_bf16_is_judged_by_capability_not_emulation():
     assert bf16_from_capability((8, 0)) is True  # A100
     assert bf16_from_capability((9, 0)) is True  # H100
     assert bf16_from_capability(None) is False
-    t4 = simulated_gpu("Tesla T4", 15.0, (7, 5))
+    t4 = simulated_card("t4")
     assert (t4.bf16, t4.fp16, t4.kind) == (False, True, "cuda")
 
 
@@ -41,12 +51,13 @@ def test_missing_package_is_reported_as_fail(monkeypatch):
     assert not card.ok and "[FAIL] transformers" in str(card)
 
 
+@pytest.mark.slow
 def test_doctor_json_cli():
     out = subprocess.run([sys.executable, "-m", "llmcourse.cli", "doctor", "--json"], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
-    assert report["hardware"]["kind"] == "cpu" or report["hardware"]["kind"] == "cuda"
+    assert report["hardware"]["kind"] == _expected_kind()
     assert all(r["ok"] for r in report["hardware"]["requirements"])
     assert {a["name"] for a in report["assets"]} >= {"HuggingFaceTB/SmolLM2-135M-Instruct", "kjv"}
 
@@ -54,3 +65,17 @@ def test_doctor_json_cli():
 def test_requirements_parse_versions():
     assert device._version_tuple("2.13.0+cpu") == (2, 13, 0)
     assert device._version_tuple("1.0rc1") == (1, 0)
+
+
+@pytest.mark.gpu
+def test_detect_reads_the_cuda_card():
+    import torch
+
+    card = detect()
+    index = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    capability = (props.major, props.minor)
+    assert (card.kind, card.name, card.compute_capability) == ("cuda", props.name, capability)
+    assert card.total_memory == torch.cuda.mem_get_info(index)[1] and 0 < card.free_memory <= card.total_memory
+    assert card.bf16 is (capability >= (8, 0)) and card.fp16 is (capability >= (6, 0))  # bf16 from Ampere on
+    assert card.bnb_4bit, card.bnb_4bit_error  # the real 4-bit probe, on the GPU

@@ -1,24 +1,57 @@
+"""llmcourse.setup, the notebooks' setup cell: it tells local, Colab and Kaggle apart and installs only where needed."""
+
+import functools
+import os
 import sys
 
-from llmcourse import environment
-from llmcourse.environment import install_command, setup
+import pytest
+
+from llmcourse import device, environment
+from llmcourse.environment import COLAB_EXTRAS, install_command, setup
+
+MARKERS = ("COLAB_RELEASE_TAG", "COLAB_GPU", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE")
 
 
-def test_local_setup_installs_nothing(monkeypatch):
-    for var in ("COLAB_RELEASE_TAG", "COLAB_GPU", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE"):
+@pytest.fixture()
+def machine(tmp_path, monkeypatch):
+    """This machine with no platform marker: the marker variables unset, '/' replaced by an empty folder (returned)."""
+    for var in (*MARKERS, "TOKENIZERS_PARALLELISM"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(environment, "detect_platform", lambda: "local")
+    detect_here = functools.partial(device.detect_platform, root=tmp_path)
+    monkeypatch.setattr(device, "detect_platform", detect_here)  # what detect() writes on the card
+    monkeypatch.setattr(environment, "detect_platform", detect_here)  # what setup() decides the install from
+    monkeypatch.setattr(environment, "detect", functools.partial(device.detect, probe_bnb=False))  # test_device probes
+    return tmp_path
+
+
+@pytest.mark.parametrize("env, folder, expected", [
+    ({}, None, "local"),
+    ({"COLAB_RELEASE_TAG": "release-colab_20261101"}, None, "colab"),
+    ({"COLAB_GPU": "0"}, None, "colab"),  # set, even to 0, on every Colab runtime
+    ({}, "opt/colab", "colab"),
+    ({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"}, None, "kaggle"),
+    ({"KAGGLE_URL_BASE": "https://www.kaggle.com"}, None, "kaggle"),
+    ({}, "kaggle/working", "kaggle"),
+    ({"COLAB_GPU": "1", "KAGGLE_URL_BASE": "https://www.kaggle.com"}, None, "colab"),  # Colab's markers win
+], ids=["local", "colab-tag", "colab-gpu", "colab-folder", "kaggle-run", "kaggle-url", "kaggle-folder", "both"])
+def test_setup_detects_the_platform_and_installs_only_there(machine, monkeypatch, capsys, env, folder, expected):
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    if folder:
+        (machine / folder).mkdir(parents=True)
     calls = []
     card = setup(quiet=True, runner=calls.append)
-    assert calls == [] and card.platform in ("local", "colab", "kaggle")
+    out = capsys.readouterr().out
+    assert card.platform == expected
+    if expected == "local":
+        assert calls == [] and "detected" not in out
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"  # no fork warnings from tokenizers in notebooks
+    else:
+        assert calls == [[sys.executable, "-m", "pip", "install", "-q", *COLAB_EXTRAS]]
+        assert f"llmcourse: {expected} detected: installing {', '.join(COLAB_EXTRAS)}" in out
 
 
-def test_colab_and_kaggle_install_the_extras(monkeypatch, capsys):
-    for platform in ("colab", "kaggle"):
-        monkeypatch.setattr(environment, "detect_platform", lambda p=platform: p)
-        calls = []
-        setup(quiet=True, runner=calls.append)
-        assert calls == [install_command(platform)]
-        assert calls[0][:4] == [sys.executable, "-m", "pip", "install"]
-        assert "peft" in calls[0] and "bitsandbytes" in calls[0]
-        assert f"{platform} detected" in capsys.readouterr().out
+def test_install_command_names_what_colab_and_kaggle_lack():
+    assert install_command("local") == []
+    assert install_command("colab") == install_command("kaggle")
+    assert {"peft", "bitsandbytes", "diffusers", "gguf"} <= set(install_command("colab")[5:])

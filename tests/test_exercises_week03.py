@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from exercise_harness import run_exercise
+from exercise_harness import STUB, run_exercise
+from tiny_configs import tiny_bert_config
 
 NB1 = "week03/01_small_models_on_a_laptop.ipynb"
 NB2 = "week03/02_finetune_classifier.ipynb"
 NB3 = "week03/03_quantization.ipynb"
 NB4 = "week03/04_pruning_and_distillation.ipynb"
-STUB = "raise NotImplementedError()"
 
 
 def _outcomes(notebook, exercise, context_factory, wrong):
@@ -130,12 +130,11 @@ def test_exercise_3_2_bits_per_weight():
 # ------------------------------------------------------------------------------------------------ notebook 04
 def _nb4_context():
     from torch.nn.utils import prune
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     def make_student():
         torch.manual_seed(0)
-        return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
-                                                        num_attention_heads=2, intermediate_size=128))
+        return BertForSequenceClassification(tiny_bert_config(vocab_size=50, intermediate_size=128))
 
     half = make_student()
     layers = [(m, "weight") for m in half.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
@@ -172,3 +171,29 @@ def test_notebook_has_at_least_two_exercises(notebook):
     nb = json.loads((Path(__file__).resolve().parents[1] / notebook).read_text(encoding="utf-8"))
     checks = [c for c in nb["cells"] if "check" in c.get("metadata", {}).get("tags", [])]
     assert len(checks) >= 2
+
+
+def test_exercise_1_3_thread_policy():
+    ignores_load = """
+        return cores
+    """
+    truncates = """
+        if busy < 0.5:
+            return cores
+        return max(1, cores - int(busy))
+    """
+    no_floor = """
+        if busy < 0.5:
+            return cores
+        return cores - math.floor(busy + 0.5)
+    """
+    one_core_threshold = """
+        if busy < 1:
+            return cores
+        return max(1, cores - math.floor(busy + 0.5))
+    """
+    fractional = """
+        return cores if busy < 0.5 else max(1, cores - busy)
+    """
+    _outcomes(NB1, "1.3", lambda: {"math": __import__("math")},
+              [ignores_load, truncates, no_floor, one_core_threshold, fractional])

@@ -7,16 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from exercise_harness import run_exercise
+from exercise_harness import STUB, run_exercise
 from peft import LoraConfig, get_peft_model
+from tiny_configs import tiny_llama_config
 from torch import nn
-from transformers import AutoConfig, LlamaConfig
+from transformers import AutoConfig
 
 from llmcourse.tasks import final_number
 
 LORA_NB = "week04/01_lora_and_qlora.ipynb"
 TUNE_NB = "week04/02_instruction_tuning_and_prompting.ipynb"
-STUB = "raise NotImplementedError()"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # SmolLM2-135M's shapes: 30 blocks, hidden 576, MLP 1536, 9 query heads and 3 key/value heads of 64
 SMOL = dict(vocab_size=64, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -27,7 +27,7 @@ SMOL_R16 = 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))  # 4
 @pytest.fixture(scope="module")
 def smol_config_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("smol-config")
-    LlamaConfig(**SMOL).save_pretrained(folder)
+    tiny_llama_config(**SMOL).save_pretrained(folder)
     return str(folder)
 
 
@@ -64,7 +64,7 @@ def run(notebook, exercise, solution=None, smol_config_dir=None, tok=None):
 
 def test_smollm2_count_matches_peft():
     """The SmolLM2 number the 1.2 check compares with is what peft really trains (on a 2-block copy, scaled)."""
-    two_blocks = LlamaConfig(**dict(SMOL, num_hidden_layers=2))
+    two_blocks = tiny_llama_config(**dict(SMOL, num_hidden_layers=2))
     from transformers import LlamaForCausalLM
 
     m = get_peft_model(LlamaForCausalLM(two_blocks), LoraConfig(r=16, target_modules="all-linear"))

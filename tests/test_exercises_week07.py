@@ -6,21 +6,19 @@ import subprocess
 import pytest
 import torch
 import torch.nn.functional as F
-from exercise_harness import run_exercise
+from exercise_harness import STUB, run_exercise
+from tiny_configs import tiny_llama_config
 
 NB1 = "week07/01_reading_library_code.ipynb"
 NB2 = "week07/02_contribution_workflow.ipynb"
-STUB = "raise NotImplementedError()"
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                         initializer_range=0.2)).eval()
+    model = LlamaForCausalLM(tiny_llama_config(vocab_size=96, head_dim=16, initializer_range=0.2)).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -157,6 +155,7 @@ def fork(tmp_path):
     return {"REPO": repo, "UPSTREAM": upstream, "git": git, "Path": Path}
 
 
+@pytest.mark.slow
 def test_contribution_reference_solutions_pass(fork):
     assert run_exercise(NB2, "2.1", fork).status == "passed"
     assert run_exercise(NB2, "2.2", fork).status == "passed"
@@ -184,16 +183,19 @@ def test_feature_that_counts_punctuation_fails(fork):
     assert result.status == "failed" and "sentence_count('...') is 3, expected 0" in result.message
 
 
+@pytest.mark.slow
 def test_files_written_this_way_pass(fork):
     result = run_exercise(NB2, "2.1", fork | {"FEATURE_CODE": SPLIT_RUNS, "TEST_CODE": GOOD_TEST}, solution=WRITE_FILES)
     assert result.status == "passed", result.message
 
 
+@pytest.mark.slow
 def test_test_that_passes_without_the_feature_fails(fork):
     result = run_exercise(NB2, "2.1", fork | {"FEATURE_CODE": SPLIT_RUNS, "TEST_CODE": WEAK_TEST}, solution=WRITE_FILES)
     assert result.status == "failed" and "does not fail on upstream" in result.message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wrong", [
     'git("add", "wordstats/core.py", "wordstats/__init__.py", cwd=repo)\n'
     'git("commit", "-q", "-m", "core: add sentence_count\\n\\nCounts sentences.", cwd=repo)',  # test not added

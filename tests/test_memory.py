@@ -1,19 +1,16 @@
 """The memory estimator: exact weight counts, depth extrapolation, and estimates against measured peaks (CPU RSS)."""
 
 import pytest
-import torch
+from tiny_configs import tiny_llama_config
 
 from llmcourse.errors import ConfigError
 from llmcourse.memory import _simulate, estimate, format_bytes, kv_cache_bytes, parse_size
 
 
 def tiny_llama(layers=4):
-    from transformers import LlamaConfig
-
-    cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    cfg.architectures = ["LlamaForCausalLM"]
-    return cfg
+    """The shared tiny Llama (hidden 64, MLP 128, 4 heads, 2 key/value heads) with the vocabulary and depth that the
+    numbers below are worked out for."""
+    return tiny_llama_config(vocab_size=1000, num_hidden_layers=layers, max_position_embeddings=256)
 
 
 def test_parse_size_units():
@@ -81,6 +78,8 @@ def test_bad_arguments_are_config_errors():
         estimate("no-such-org/no-such-model-anywhere")
 
 
+@pytest.mark.slow
+@pytest.mark.platform("linux")  # the bench reads the peak from /proc/self/status and fixes glibc's mmap threshold
 @pytest.mark.parametrize("task", ["inference", "full", "lora", "qlora"])
 def test_estimate_within_10_percent_of_measured_peak(task):
     """One fresh process per task: peak resident memory above the after-warm-up baseline vs the estimate.
@@ -88,7 +87,7 @@ def test_estimate_within_10_percent_of_measured_peak(task):
     Measured with a fixed mmap threshold (tensors go back to the system when freed), so the peak is the memory the
     tensors held and does not move between runs; with glibc's defaults the same row varied by up to 100 MB.
     """
-    from llmcourse.bench import measure
+    from benchmarks.memory import measure
 
     kw = dict(dtype="compute", quant="nf4", gc=True) if task == "qlora" else {}
     r = measure("llama", "S", task, steps=2, fixed_mmap=True, **kw)
@@ -96,16 +95,18 @@ def test_estimate_within_10_percent_of_measured_peak(task):
     assert r["estimate_total"] > r["estimate"]  # the allocator slack is still in what plan() budgets for
 
 
+@pytest.mark.slow
+@pytest.mark.platform("linux")
 def test_fixed_mmap_measurement_repeats():
-    from llmcourse.bench import measure
+    from benchmarks.memory import measure
 
     r = measure("llama", "S", "inference", repeats=2, fixed_mmap=True)
     assert abs(r["runs"][1] - r["runs"][0]) <= 2 * 2**20, r["runs"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_estimate_within_15_percent_on_cuda_bf16():
-    from llmcourse.bench import measure
+    from benchmarks.memory import measure
 
     r = measure("llama", "M", "full", dtype="bf16", steps=2)
     assert abs(r["error"]) <= 0.15, r

@@ -6,20 +6,18 @@ import subprocess
 import sys
 
 import pytest
+from tiny_configs import tiny_llama_config
 
+from llmcourse.device import simulated_card
 from llmcourse.errors import MemoryBudgetError
-from llmcourse.planner import plan, simulated_card
+from llmcourse.planner import plan
 
 GiB = 2**30
 
 
 def tiny_llama():
-    from transformers import LlamaConfig
-
-    cfg = LlamaConfig(vocab_size=2000, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2)
-    cfg.architectures = ["LlamaForCausalLM"]
-    return cfg
+    """The shared tiny Llama, wider and deeper (hidden 128, MLP 256, 4 layers): the plans below are sized for it."""
+    return tiny_llama_config(vocab_size=2000, hidden_size=128, intermediate_size=256, num_hidden_layers=4)
 
 
 def test_order_fp32_then_half_then_quantized():
@@ -80,6 +78,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-c", code, "plan", *args], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_cli_json_offline():
     r = _cli("HuggingFaceTB/SmolLM2-135M-Instruct", "--task", "qlora", "--budget", "2GiB", "--seq-len", "256",
              "--json")
@@ -91,6 +90,7 @@ def test_cli_json_offline():
     assert "/" not in out["model"] or out["model"].startswith("HuggingFaceTB/")
 
 
+@pytest.mark.slow
 def test_cli_fixed_configuration_and_impossible_budget():
     r = _cli("Qwen/Qwen2.5-0.5B", "--task", "inference", "--dtype", "bf16", "--quant", "none", "--budget", "8GiB",
              "--seq-len", "128", "--json")
@@ -105,9 +105,9 @@ def test_cli_fixed_configuration_and_impossible_budget():
 
 def test_quantized_layers_compute_in_fp32_on_a_cpu_without_fast_bf16():
     """bf16 maths is emulated on an AVX2-only CPU (~15x slower than fp32): 4-bit layers should compute in fp32."""
-    from types import SimpleNamespace
+    from dataclasses import replace
 
-    slow = SimpleNamespace(**{**vars(simulated_card("cpu")), "bf16": False})
+    slow = replace(simulated_card("cpu"), bf16=False)
     p = plan(tiny_llama(), budget="8GiB", task="qlora", seq_len=64, device=slow)
     assert (p.dtype, p.quant) == ("fp32", "nf4")
     assert "no fast bf16" in p.explanation

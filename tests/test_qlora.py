@@ -2,31 +2,31 @@
 
 import pytest
 import torch
+from tiny_configs import tiny_bert_config, tiny_llama_config
 
 from llmcourse.errors import ConfigError
-from llmcourse.qlora import guard_cpu_4bit, lora_targets, prepare_lora, prepare_qlora
+from llmcourse.qlora import guard_cpu_4bit, prepare_lora, prepare_qlora
 
 pytest.importorskip("bitsandbytes")
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=768, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    cfg = tiny_llama_config(vocab_size=512, hidden_size=128, intermediate_size=768, max_position_embeddings=128)
     path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(cfg).save_pretrained(path)
     return str(path)
 
 
-def load_nf4(path):
+def load_nf4(path, device=None):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                            bnb_4bit_compute_dtype=torch.float32)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return AutoModelForCausalLM.from_pretrained(path, quantization_config=q, device_map=device, dtype=torch.float32)
 
 
@@ -68,6 +68,7 @@ def run(path, generate_first):
     return train(model)
 
 
+@pytest.mark.slow
 def test_qlora_learns_after_generate(tiny_ckpt):
     first_losses, _ = run(tiny_ckpt, generate_first=False)
     losses, grads = run(tiny_ckpt, generate_first=True)
@@ -83,31 +84,35 @@ def test_qlora_learns_after_generate(tiny_ckpt):
 
 def test_guard_unpacks_weights_already_repacked(tiny_ckpt):
     import bitsandbytes as bnb
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
 
-    model = load_nf4(tiny_ckpt)
-    for m in model.modules():  # force the repacking that a no-grad forward does on AVX512-BF16 CPUs
-        if isinstance(m, bnb.nn.Linear4bit):
-            m.support_avx512bf16_for_cpu = True
-    model.eval()
-    with torch.no_grad():
-        try:
-            model(torch.tensor([[1, 2, 3]]))
-        except Exception:  # noqa: BLE001 - some shapes fail in the packed kernel itself; the guard still applies
-            pass
-    guard_cpu_4bit(model)
+    model = load_nf4(tiny_ckpt, device="cpu")  # the repacking is a CPU matter
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for m in layers:
+        m.support_avx512bf16_for_cpu = False  # the reference logits below, in the plain layout on every CPU
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        before = model(ids).logits
+    for m in layers:  # what the first no-grad forward does on a CPU with AVX512-BF16 (whose kernel this CPU may lack)
+        m.support_avx512bf16_for_cpu = True
+        m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu(m.weight.data, m.weight.quant_state)
+    assert guard_cpu_4bit(model) == len(layers) == 2 * 7
     assert all(not m.support_avx512bf16_for_cpu for m in layers)
     assert all(not getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    with torch.no_grad():
+        after = model(ids).logits  # no repacking now, the plain kernel (which has a backward)
+    # the same weights back (block scales went through bf16 in the packed layout: close, not bit-equal)
+    assert torch.allclose(after, before, atol=1e-2, rtol=0), (after - before).abs().max()
 
 
 def test_prepare_lora_adapts_all_linear_but_head(capsys):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2)
+    cfg = tiny_llama_config()
     base = LlamaForCausalLM(cfg)
-    assert lora_targets(base) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
     model = prepare_lora(base, r=4)
+    adapted = {n.split(".")[-1] for n, m in model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A)}
+    assert adapted == {"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"}  # not lm_head
     out = capsys.readouterr().out
     assert "trainable parameters:" in out and "on 14 layers" in out
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -119,15 +124,14 @@ def test_prepare_lora_adapts_all_linear_but_head(capsys):
 def test_classifier_in_4bit_keeps_its_head_in_float_and_trains(tmp_path):
     """A 4-bit BERT classifier: transformers would quantize the classification head, which peft must train in full
     (modules_to_save) and cannot make trainable in 4-bit; keep_in_float keeps it in float."""
-    from transformers import BertConfig, BertForSequenceClassification, BitsAndBytesConfig
+    from transformers import BertForSequenceClassification, BitsAndBytesConfig
 
-    from llmcourse.memory import _build_meta, keep_in_float
+    from llmcourse.surgery import keep_in_float, meta_model
 
-    cfg = BertConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                     num_attention_heads=4, num_labels=3)
+    cfg = tiny_bert_config(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_labels=3)
     torch.manual_seed(0)
     BertForSequenceClassification(cfg).save_pretrained(tmp_path)
-    keep = keep_in_float(_build_meta(cfg, "fp32"))
+    keep = keep_in_float(meta_model(cfg, "fp32"))
     assert keep == ["classifier"]
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
                            llm_int8_skip_modules=keep)
@@ -148,13 +152,15 @@ def test_classifier_in_4bit_keeps_its_head_in_float_and_trains(tmp_path):
     assert losses[-1] < losses[0] - 0.3, losses
 
 
+@pytest.mark.slow
+@pytest.mark.platform("linux")  # the bench reads the peak from /proc/self/status and fixes glibc's mmap threshold
 def test_prepare_qlora_peak_not_above_plain_peft_recipe():
     """Same 4-bit model (bf16 storage, where the recipes differ), same batch, same seed, fresh process each.
 
     Measured with a fixed mmap threshold: with glibc's default the same run's peak varied from 161 to 227 MB, which
     hides a difference of a few MB either way.
     """
-    from llmcourse.bench import measure
+    from benchmarks.memory import measure
 
     ours = measure("llama", "S", "qlora", "bf16", "nf4", True, steps=3, recipe="llmcourse", fixed_mmap=True)
     peft = measure("llama", "S", "qlora", "bf16", "nf4", True, steps=3, recipe="peft", fixed_mmap=True)
@@ -164,7 +170,7 @@ def test_prepare_qlora_peak_not_above_plain_peft_recipe():
     assert ours["losses"][-1] < ours["losses"][0]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_qlora_on_cuda_learns(tiny_ckpt):
     losses, grads = run(tiny_ckpt, generate_first=True)
     assert losses[-1] < losses[0] - 0.5 and all(g > 0 for g in grads.values())

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_configs import tiny_bert_config
 
 from llmcourse import recipes
 from llmcourse.errors import ConfigError
@@ -23,14 +24,14 @@ def home(tmp_path, monkeypatch):
 
 
 def _tiny_classifier():
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     import llmcourse
 
     tok = AutoTokenizer.from_pretrained(llmcourse.resolve("sentence-transformers/all-MiniLM-L6-v2"))
     torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
-                                                     num_attention_heads=2, intermediate_size=64, num_labels=2))
+    model = BertForSequenceClassification(tiny_bert_config(vocab_size=tok.vocab_size, num_hidden_layers=1,
+                                                           num_labels=2))
     return model, tok
 
 
@@ -96,6 +97,7 @@ def test_trains_once_then_reads_the_cache(home, monkeypatch):
     assert len(calls) == 2
 
 
+@pytest.mark.slow
 def test_recipe_trains_for_real_on_a_few_tweets(tmp_path):
     """The recipe code itself (real MiniLM, real tweets), 2 steps: it runs and the loss is finite."""
     trainer = recipes.train_tweet_classifier(tmp_path, n_train=32, max_length=16)

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from llmcourse import release as rel
+from llmcourse.cli import main
 from llmcourse.errors import ConfigError
+from llmcourse.teaching import release as rel
+from llmcourse.teaching.notebooks import strip_solutions
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "grading_sample.ipynb"
 
 
 def test_strip_solutions_keeps_indentation_and_the_code_around():
     src = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x + y\n    ### END SOLUTION\n\nf"
-    assert rel.strip_solutions(src) == ("def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
+    assert strip_solutions(src) == ("def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
                                         "\nf")
     two = "### BEGIN SOLUTION\na = 1\n### END SOLUTION\nb = 2\n### BEGIN SOLUTION\nc = 3\n### END SOLUTION"
-    assert rel.strip_solutions(two).count("raise NotImplementedError()") == 2
-    assert "a = 1" not in rel.strip_solutions(two) and "b = 2" in rel.strip_solutions(two)
+    assert strip_solutions(two).count("raise NotImplementedError()") == 2
+    assert "a = 1" not in strip_solutions(two) and "b = 2" in strip_solutions(two)
 
 
 @pytest.mark.parametrize("src", ["### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION",
                                  "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
 def test_unbalanced_markers_are_errors(src):
     with pytest.raises(ConfigError, match="SOLUTION"):
-        rel.strip_solutions(src)
+        strip_solutions(src)
 
 
 def test_student_copy_of_the_sample():
@@ -59,10 +60,7 @@ def test_release_command_writes_week_folders(tmp_path, capsys):
     week = tmp_path / "course" / "week01"
     week.mkdir(parents=True)
     (week / "02_sample.ipynb").write_bytes(FIXTURE.read_bytes())
-    parser = argparse.ArgumentParser()
-    rel.configure_parser(parser)
-    args = parser.parse_args([str(week / "02_sample.ipynb"), str(FIXTURE), "--out", str(tmp_path / "out")])
-    assert rel.main(args) == 0
+    assert main(["release", str(week / "02_sample.ipynb"), str(FIXTURE), "--out", str(tmp_path / "out")]) == 0
     assert "2 student copies" in capsys.readouterr().out
     copy = nbformat.read(tmp_path / "out" / "week01" / "02_sample.ipynb", as_version=4)
     assert not any("### BEGIN SOLUTION" in c.source for c in copy.cells)

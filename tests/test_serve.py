@@ -5,6 +5,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from tiny_configs import tiny_llama_config
 
 from llmcourse.errors import ConfigError, CourseError
 from llmcourse.serve import ask, serve
@@ -29,11 +30,11 @@ def test_endpoint_answers_a_generate_request():
 
 def test_endpoint_serves_a_real_model_forward_pass():
     torch = pytest.importorskip("torch")
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=4, num_key_value_heads=4)).eval()
+    model = LlamaForCausalLM(tiny_llama_config(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=1, num_key_value_heads=4)).eval()
 
     def generate(prompt, max_new_tokens=3):
         ids = torch.tensor([[ord(c) % 64 for c in prompt]])
@@ -53,17 +54,21 @@ def test_bad_requests_are_reported_and_the_server_keeps_serving():
         return "ok"
 
     with serve(generate) as server:
-        with pytest.raises(CourseError, match="400"):
-            request = urllib.request.Request(server.url + "/generate", data=b"not json")
-            try:
-                urllib.request.urlopen(request, timeout=10)
-            except urllib.error.HTTPError as exc:
-                raise CourseError(f"the server answered {exc.code}") from None
+        with pytest.raises(urllib.error.HTTPError) as err:  # a client that does not send JSON
+            urllib.request.urlopen(urllib.request.Request(server.url + "/generate", data=b"not json"), timeout=10)
+        assert err.value.code == 400
+        assert json.loads(err.value.read())["error"].startswith('send JSON like {"prompt": "..."} (JSONDecodeError')
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(server.url + "/nowhere", timeout=10)
+        assert err.value.code == 404 and "use GET /health or POST /generate" in json.loads(err.value.read())["error"]
+        with pytest.raises(CourseError, match=r"answered 400: .*TypeError: prompt must be a string"):
+            ask(server.url, 42)
         with pytest.raises(CourseError, match="500.*model failed"):
             ask(server.url, "boom")
         with pytest.raises(CourseError, match="unexpected keyword"):
             ask(server.url, "hi", temperature=0.5)
         assert ask(server.url, "fine")["completion"] == "ok"
+        assert server.requests == 1  # only the answered request counts
 
 
 def test_stopped_server_frees_its_port_and_refuses_public_hosts():

@@ -7,17 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse.syllabus import load_syllabus
+from llmcourse.teaching.notebooks import cell_source as source
+from llmcourse.teaching.syllabus import load_syllabus
 
 ROOT = Path(__file__).resolve().parents[1]
 SYLLABUS = load_syllabus(ROOT / "curriculum" / "syllabus.yaml")
 LISTED = [nb.path for nb in SYLLABUS["notebooks"]]
 ON_DISK = sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("week*/*.ipynb"))
-
-
-def source(cell) -> str:
-    s = cell["source"]
-    return "".join(s) if isinstance(s, list) else s
 
 
 def test_every_notebook_is_listed_and_every_listed_notebook_exists():

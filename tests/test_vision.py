@@ -57,6 +57,7 @@ def test_models_have_the_documented_shapes():
     assert torch.allclose(clip.encode_image(x).norm(dim=-1), torch.ones(3))
 
 
+@pytest.mark.slow
 def test_digit_classifier_trains_caches_atomically_and_reloads(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMCOURSE_HOME", str(tmp_path))
     torch.set_num_threads(1)
@@ -76,10 +77,34 @@ def test_unknown_recipe_settings_change_the_cache_key():
     assert vision._key({"a": 1}) != vision._key({"a": 2})
 
 
-@pytest.mark.parametrize("titles", [None, [str(i) for i in range(6)]])
-def test_show_grid_draws(titles):
+def test_show_grid_draws_every_image_in_place():
     import matplotlib.pyplot as plt
 
-    out = vision.show_grid(torch.rand(6, 1, 8, 8) * 2 - 1, nrow=3, titles=titles, title="t")
-    assert out is not None
+    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ax = vision.show_grid(images, nrow=3, title="t")
+    [shown] = ax.get_images()
+    canvas = np.asarray(shown.get_array())
+    assert canvas.shape == (2 * 9 - 1, 3 * 9 - 1)  # 2 rows x 3 columns of 8 x 8, one-pixel gaps
+    for i in range(6):
+        r, c = divmod(i, 3)
+        assert np.array_equal(canvas[r * 9:r * 9 + 8, c * 9:c * 9 + 8], images[i, 0].numpy())
+    assert (canvas[8, :] == -1).all() and (canvas[:, 8] == -1).all()  # the gaps are black
+    assert shown.get_clim() == (-1, 1) and ax.get_title() == "t"
+    plt.close("all")
+
+
+def test_show_grid_with_titles_draws_one_titled_panel_per_image():
+    import matplotlib.pyplot as plt
+
+    images = torch.rand(5, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (N, H, W) is accepted too
+    axes = vision.show_grid(images, nrow=3, titles=[f"d{i}" for i in range(5)], title="t")
+    assert axes.shape == (2, 3)
+    panels = axes.flat
+    for i, a in enumerate(panels):
+        if i < 5:
+            [shown] = a.get_images()
+            assert np.array_equal(np.asarray(shown.get_array()), images[i].numpy()) and a.get_title() == f"d{i}"
+        else:
+            assert a.get_images() == [] and not a.axison  # the spare sixth panel stays empty
+    assert axes[0, 0].figure.get_suptitle() == "t"
     plt.close("all")

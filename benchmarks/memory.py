@@ -1,4 +1,4 @@
-"""Check the memory estimator against measurements: `python -m llmcourse.bench memory`.
+"""Check the memory estimator against measurements: `python -m benchmarks.memory` (from the repository root).
 
 Every row runs in a fresh Python process, so that nothing from another row stays in memory:
 
@@ -25,6 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+from llmcourse.surgery import keep_in_float, meta_model
+from llmcourse.types import torch_dtype
+
+ROOT = Path(__file__).resolve().parents[1]  # the worker runs `-m benchmarks.memory` from here
 
 ARCHS = {
     "llama": {"S": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
@@ -46,8 +52,8 @@ TASK_ROWS = [  # (task, dtype, quant, gradient_checkpointing); "compute": the 4-
 
 def compute_dtype() -> str:
     """The compute dtype `plan` gives 4-bit layers on this machine."""
-    from .device import detect
-    from .planner import compute_dtypes
+    from llmcourse.device import detect
+    from llmcourse.planner import compute_dtypes
 
     return compute_dtypes(detect(probe_bnb=False))[1]
 
@@ -117,15 +123,13 @@ def _build(spec: dict, cfg, ckpt: str | None):
     import torch
     import transformers
 
-    tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec["dtype"]]
+    tdtype = torch_dtype(spec["dtype"])
     cls = getattr(transformers, cfg.architectures[0])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if spec["quant"]:
         from transformers import BitsAndBytesConfig
 
-        from .memory import _build_meta, keep_in_float
-
-        keep = keep_in_float(_build_meta(cfg, spec["dtype"]))
+        keep = keep_in_float(meta_model(cfg, spec["dtype"]))
         q = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                 bnb_4bit_compute_dtype=tdtype, llm_int8_skip_modules=keep) if spec["quant"] == "nf4"
              else BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep))
@@ -139,7 +143,7 @@ def _build(spec: dict, cfg, ckpt: str | None):
 def _run_task(spec: dict, model, steps: int) -> dict:
     import torch
 
-    from .qlora import prepare_lora, prepare_qlora
+    from llmcourse.qlora import prepare_lora, prepare_qlora
 
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(0)
@@ -183,7 +187,7 @@ def _run_task(spec: dict, model, steps: int) -> dict:
 
 
 def worker(spec: dict) -> dict:
-    """Measure one row (run in a fresh process: `python -m llmcourse.bench _worker '<json>'`)."""
+    """Measure one row (run in a fresh process: `python -m benchmarks.memory _worker '<json>'`)."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("LLMCOURSE_BENCH_THREADS", "2")))
@@ -226,8 +230,8 @@ def _run_worker(spec: dict, fixed_mmap: bool = False) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
     if fixed_mmap:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
-    proc = subprocess.run([sys.executable, "-m", "llmcourse.bench", "_worker", json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "_worker", json.dumps(spec)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
@@ -244,7 +248,7 @@ def measure(arch: str, size: str, task: str, dtype: str = "fp32", quant: str | N
     run (to compare two recipes); by default glibc raises the threshold as it goes and keeps freed blocks, so one
     row's peak varies by tens of MiB between runs, as it does in a notebook.
     """
-    from .memory import estimate
+    from llmcourse.memory import estimate
 
     dtype = compute_dtype() if dtype == "compute" else dtype
     spec = dict(arch=arch, size=size, task=task, dtype=dtype, quant=quant, gc=gc, batch=batch, seq_len=seq_len,
@@ -330,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "_worker":
         print(json.dumps(worker(json.loads(argv[1]))))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m llmcourse.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["memory"])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
     parser.add_argument("--archs", default="llama,gpt2,bert")
     parser.add_argument("--sizes", default="S,M")
     parser.add_argument("--resident-repeats", type=int, default=0,

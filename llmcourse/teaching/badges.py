@@ -7,15 +7,15 @@ cell's install line at the same repository, and refreshes the badge table in REA
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 from pathlib import Path
 
-from .environment import BRANCH, REPO_URL
+from ..environment import BRANCH, REPO_URL
+from ..errors import ConfigError
+from .notebooks import cell_source, cell_tags, read_notebook_json, write_notebook_json
 from .syllabus import load_syllabus, project_root
 
-__all__ = ["badge_markdown", "colab_url", "configure_parser", "kaggle_url", "main", "write_badges"]
+__all__ = ["badge_markdown", "colab_url", "kaggle_url", "write_badges"]
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 KAGGLE_BADGE = "https://kaggle.com/static/images/open-in-kaggle.svg"
@@ -26,19 +26,22 @@ _INSTALL = re.compile(r"git\+https://github\.com/[\w.-]+/[\w.-]+(?:@[\w./-]+)?")
 def _github_path(repo: str) -> str:
     m = re.match(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?$", repo)
     if not m:
-        raise ValueError(f"repository {repo!r} is not a https://github.com/OWNER/NAME address")
+        raise ConfigError(f"repository {repo!r} is not a GitHub address. Fix: --repo https://github.com/OWNER/NAME.")
     return m.group(1)
 
 
 def colab_url(path: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
+    """The address that opens notebook `path` of `repo` in Colab."""
     return f"https://colab.research.google.com/github/{_github_path(repo)}/blob/{branch}/{path}"
 
 
 def kaggle_url(path: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
+    """The address that opens notebook `path` of `repo` in Kaggle."""
     return f"https://kaggle.com/kernels/welcome?src=https://github.com/{_github_path(repo)}/blob/{branch}/{path}"
 
 
 def badge_markdown(path: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
+    """The markdown of the two badges of notebook `path`."""
     return (f"[![Open In Colab]({COLAB_BADGE})]({colab_url(path, repo, branch)}) "
             f"[![Open In Kaggle]({KAGGLE_BADGE})]({kaggle_url(path, repo, branch)})")
 
@@ -48,10 +51,10 @@ def _badge_cell(path: str, repo: str, branch: str) -> dict:
 
 
 def _update_notebook(file: Path, rel: str, repo: str, branch: str) -> bool:
-    nb = json.loads(file.read_text(encoding="utf-8"))
+    nb = read_notebook_json(file)
     cells = nb["cells"]
     new = _badge_cell(rel, repo, branch)
-    if cells and "badges" in cells[0].get("metadata", {}).get("tags", []):
+    if cells and "badges" in cell_tags(cells[0]):
         new["id"] = cells[0].get("id", "badges")
         changed = cells[0] != new
         cells[0] = new
@@ -63,13 +66,13 @@ def _update_notebook(file: Path, rel: str, repo: str, branch: str) -> bool:
     install = f"git+{repo}"
     for cell in cells:
         if cell["cell_type"] == "code":
-            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            src = cell_source(cell)
             if "llmcourse.setup(" in src and _INSTALL.search(src):
                 fixed = _INSTALL.sub(install, src)
                 if fixed != src:
                     cell["source"], changed = fixed, True
     if changed:
-        file.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_notebook_json(nb, file)
     return changed
 
 
@@ -82,6 +85,7 @@ def _readme_table(notebooks, repo: str, branch: str) -> str:
 
 def write_badges(root: Path | None = None, repo: str = REPO_URL, branch: str = BRANCH) -> list[str]:
     """Write badges into every syllabus notebook and README.md; return the paths that changed."""
+    _github_path(repo)  # a bad address fails here, before any file changes
     root = root or project_root()
     notebooks = load_syllabus(root / "curriculum" / "syllabus.yaml")["notebooks"]
     changed = [nb.path for nb in notebooks
@@ -97,14 +101,3 @@ def write_badges(root: Path | None = None, repo: str = REPO_URL, branch: str = B
                 readme.write_text(new, encoding="utf-8")
                 changed.append("README.md")
     return changed
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repo", default=REPO_URL, help=f"GitHub repository address (default {REPO_URL})")
-    parser.add_argument("--branch", default=BRANCH, help=f"branch the badges open (default {BRANCH})")
-
-
-def main(args: argparse.Namespace) -> int:
-    changed = write_badges(repo=args.repo, branch=args.branch)
-    print(f"badges: {len(changed)} file(s) updated" + (": " + ", ".join(changed) if changed else ""))
-    return 0

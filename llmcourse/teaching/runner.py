@@ -1,30 +1,33 @@
-"""`make course`: execute every notebook of the syllabus headless with papermill, with a progress bar and a
-runtime table (declared vs measured). Executed copies go to `course-runs/`; the sources are never modified.
+"""`llmcourse course` (`make course`): execute every notebook of the syllabus headless with papermill, with a
+progress bar and a runtime table (declared vs measured). Executed copies go to `course-runs/`; the sources are never
+modified.
 
-    python -m llmcourse.runner [--out course-runs] [--only week03] [-p NAME VALUE ...]
+    llmcourse course [--out course-runs] [--only week03] [-p NAME VALUE ...]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
+from ..errors import ConfigError
 from .syllabus import load_syllabus, project_root
 
-__all__ = ["main", "run_course"]
+__all__ = ["run_course", "runtime_table"]
 
 
 def run_course(out: str | Path = "course-runs", only: str | None = None, parameters: dict | None = None,
                kernel: str = "python3") -> list[dict]:
     """Run the syllabus notebooks (those whose path contains `only`, if given); one row per notebook."""
-    import papermill as pm
-    from tqdm.auto import tqdm
-
     root = project_root()
     out = Path(out)
     notebooks = [nb for nb in load_syllabus()["notebooks"] if only is None or only in nb.path]
+    if not notebooks:
+        raise ConfigError(f"no notebook of curriculum/syllabus.yaml has {only!r} in its path. Fix: --only week03, "
+                          "or a part of a notebook's file name.")
+    import papermill as pm
+    from tqdm.auto import tqdm
+
     rows = []
     bar = tqdm(notebooks, desc="notebooks", unit="nb")
     for nb in bar:
@@ -44,7 +47,8 @@ def run_course(out: str | Path = "course-runs", only: str | None = None, paramet
     return rows
 
 
-def _table(rows: list[dict]) -> str:
+def runtime_table(rows: list[dict]) -> str:
+    """The rows of `run_course` as a text table: declared and measured minutes, their ratio, the status."""
     lines = [f"{'notebook':<52} {'declared':>9} {'measured':>9} {'ratio':>6}  status"]
     for r in rows:
         ratio = r["measured_min"] / r["declared_min"]
@@ -53,25 +57,3 @@ def _table(rows: list[dict]) -> str:
     lines.append(f"{'total':<52} {sum(r['declared_min'] for r in rows):>8.1f}m "
                  f"{sum(r['measured_min'] for r in rows):>8.1f}m")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmcourse.runner", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="course-runs", help="folder for the executed copies")
-    parser.add_argument("--only", help="run only notebooks whose path contains this (e.g. week03)")
-    parser.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                        help="override a parameter in every notebook")
-    args = parser.parse_args(argv)
-    params = {}
-    for name, value in args.p:
-        try:
-            params[name] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            params[name] = value
-    rows = run_course(args.out, args.only, params)
-    print(_table(rows))
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,12 @@
 """Run one notebook with papermill in a child process, with a wall-clock timeout and a memory limit.
 
-Introduced with grading (`docs/grading.md`); `llmcourse.grading` runs every submission through `run_notebook`.
-The child (``python -m llmcourse.sandbox``) executes the notebook with papermill in its own kernel (``python3``) and
-its own working folder, with the hubs switched offline. The parent watches the child's process tree: past the
-timeout, or when the tree's resident memory passes the limit, it kills the whole tree. A resident-memory watchdog is
-used rather than ``RLIMIT_AS`` because address-space limits break CUDA and memory-mapped weights, which reserve far
-more virtual memory than they use. The child also dies with its parent, so an interrupted batch leaves no kernel
-spinning.
+Introduced with grading (`docs/grading.md`); `llmcourse.teaching.grading` runs every submission through
+`run_notebook`. The child (a forkserver process) executes the notebook with papermill in its own kernel
+(``python3``) and its own working folder, with the hubs switched offline. The parent watches the child's process
+tree: past the timeout, or when the tree's resident memory passes the limit, it kills the whole tree. A
+resident-memory watchdog is used rather than ``RLIMIT_AS`` because address-space limits break CUDA and memory-mapped
+weights, which reserve far more virtual memory than they use. The child also dies with its parent, so an interrupted
+batch leaves no kernel spinning.
 
 This is a fence against accidents (a loop that never ends, a tensor too big, a dead kernel), not a security
 boundary: the notebook's code runs as the grader's user. Grade untrusted work inside a container or a VM.
@@ -82,7 +82,7 @@ def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dic
             "parameters": parameters or {}, "cell_timeout": timeout, "log": str(Path(cwd) / ".llmcourse-runner.log"),
             "grader_pid": os.getpid(), "grader_started": psutil.Process().create_time()}
     child_env = {**OFFLINE_ENV, **(env or {})}
-    package_root = str(Path(__file__).resolve().parents[1])  # the grader's llmcourse, wherever the kernel starts
+    package_root = str(Path(__file__).resolve().parents[2])  # the grader's llmcourse, wherever the kernel starts
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     start = time.monotonic()
     proc = _context().Process(target=_child_main, args=(spec, child_env), daemon=False)
@@ -218,7 +218,8 @@ def _context():
         if _CONTEXT is None:
             if "forkserver" in multiprocessing.get_all_start_methods():
                 _CONTEXT = multiprocessing.get_context("forkserver")
-                _CONTEXT.set_forkserver_preload(["papermill", "nbclient", "nbformat", "psutil", "llmcourse.sandbox"])
+                _CONTEXT.set_forkserver_preload(["papermill", "nbclient", "nbformat", "psutil",
+                                                 "llmcourse.teaching.sandbox"])
             else:  # Windows
                 _CONTEXT = multiprocessing.get_context("spawn")
         return _CONTEXT

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["Exercise", "Notebook", "load_syllabus", "notebook_entry", "project_root"]
 
@@ -32,7 +32,7 @@ class Notebook:
 
 def project_root() -> Path:
     """The course folder (where curriculum/ lives), for a source checkout."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     if (here / "curriculum" / "syllabus.yaml").exists():
         return here
     cwd = Path.cwd()
@@ -66,4 +66,5 @@ def notebook_entry(path: str | Path, syllabus: dict | None = None) -> Notebook:
     for nb in syllabus["notebooks"]:
         if nb.path == key or key.endswith("/" + nb.path) or Path(nb.path).name == Path(key).name:
             return nb
-    raise ConfigError(f"{key} is not in curriculum/syllabus.yaml: add it there (path, title, runtime_min, exercises).")
+    raise ConfigError(f"{key} is not in curriculum/syllabus.yaml. Fix: check the path, or add it there (path, title, "
+                      "runtime_min, exercises).")

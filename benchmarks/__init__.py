@@ -1,0 +1,1 @@
+"""Maintainer benchmarks, kept out of the shipped package: `python -m benchmarks.memory` (see docs/memory.md)."""

@@ -1,0 +1,148 @@
+"""Grading, stage 2: the notebook to run, built from the student's cells and the reference's check cells.
+
+After each of the student's exercise cells comes the instructor's check cell for that exercise, matched by exercise
+id (through the cell id that `llmcourse release` keeps, else the code around the solution). Each inserted check cell
+first rebuilds `llmcourse.checks` from the grader's copy of its source, undoing what the student's cells may have
+done to `check`, to the module, to the import system or to IPython's display; it carries a random per-run nonce in
+its metadata, which code running in the kernel cannot change.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from ... import checks
+from ..notebooks import BEGIN, CHECK_CALL, STUB, cell_source, cell_tags
+from .reference import RefExercise
+
+__all__ = ["GRADER_KEY", "build_graded_notebook", "checks_source", "suspicious"]
+
+GRADER_KEY = "llmcourse_grader"
+SUSPICIOUS = [  # (pattern over the student's own code cells, note for the instructor)
+    (r"llmcourse\s*\.\s*checks|from\s+llmcourse\s+import\s+[^\n]*\bchecks\b", "uses llmcourse.checks"),
+    (r"^\s*def\s+(check|expect\w*|_emit|_run)\s*\(|^\s*(check|expect\w*|_emit|_run)\s*=", "redefines a check helper"),
+    (r"vnd\.llmcourse|RESULT_MIME|CheckResult", "writes check results"),
+    (r"sys\s*\.\s*modules|__import__|importlib|\bbuiltins\b|__builtins__", "touches the import system or builtins"),
+    (r"display_pub|display_functions|\.events\s*\.\s*register|displayhook", "touches IPython's display or events"),
+    (r"_llmcourse_grader|llmcourse_grader", "touches the grader"),
+]
+
+
+
+def checks_source() -> str:
+    """The source of llmcourse.checks as the grader has it (the inserted cells rebuild the module from it)."""
+    return Path(checks.__file__).read_text(encoding="utf-8")
+
+
+def _init_cell(nonce: str) -> Any:
+    src = f'''# Added by llmcourse grade: keep what the checks rely on, before any of the student's code runs.
+def _llmcourse_grader_setup(source):
+    import builtins, sys, types
+    import IPython.display, IPython.core.display_functions as df
+    shell = get_ipython()
+    keep = dict(importer=builtins.__import__, display=df.display, pub=shell.display_pub)
+    def restore():
+        builtins.__import__ = keep["importer"]
+        IPython.display.display = df.display = keep["display"]
+        shell.display_pub = keep["pub"]
+        vars(keep["pub"]).pop("publish", None)
+        fresh = types.ModuleType("llmcourse.checks")
+        fresh.__file__ = "llmcourse/checks.py"
+        sys.modules["llmcourse.checks"] = fresh
+        exec(compile(source, fresh.__file__, "exec"), fresh.__dict__)
+        import llmcourse
+        llmcourse.checks = fresh
+    grader = types.ModuleType("_llmcourse_grader_{nonce}")
+    grader.restore = restore
+    sys.modules[grader.__name__] = grader
+_llmcourse_grader_setup({checks_source()!r})
+del _llmcourse_grader_setup'''
+    return _grader_cell(src, nonce, "init", "")
+
+
+def _grader_cell(source: str, nonce: str, role: str, exercise: str, tags: tuple[str, ...] = ()):
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata[GRADER_KEY] = {"nonce": nonce, "role": role, "exercise": exercise}
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    if role == "init":
+        cell.metadata["jupyter"] = {"source_hidden": True}
+    return cell
+
+
+def _check_cell(ex: RefExercise, nonce: str) -> Any:
+    restore = f'import sys; sys.modules["_llmcourse_grader_{nonce}"].restore()  # added by llmcourse grade\n'
+    return _grader_cell(restore + cell_source(ex.check_cell), nonce, "check", ex.id, tags=("raises-exception",))
+
+
+def _match(cells: list, refs: list[RefExercise]) -> dict[str, list[int]]:
+    """Indices of the student's cells that hold each exercise: same cell id, else an exercise cell with its code."""
+    by_id = {ex.exercise_cell.get("id"): ex.id for ex in refs if ex.exercise_cell.get("id")}
+    matches: dict[str, list[int]] = {ex.id: [] for ex in refs}
+    for i, cell in enumerate(cells):
+        if cell.get("id") in by_id:
+            matches[by_id[cell["id"]]].append(i)
+    for ex in refs:
+        if not ex.skeleton:
+            continue
+        for i, cell in enumerate(cells):
+            if i in matches[ex.id] or cell.get("id") in by_id and by_id[cell["id"]] != ex.id:
+                continue
+            lines = {line.strip() for line in cell_source(cell).splitlines()}
+            is_exercise = "exercise" in cell_tags(cell) or STUB[0] in lines or BEGIN in lines
+            if is_exercise and ex.skeleton[0] in lines:
+                matches[ex.id].append(i)
+        matches[ex.id].sort()
+    return matches
+
+
+def build_graded_notebook(student: Any, refs: list[RefExercise], nonce: str
+                          ) -> tuple[Any, dict[str, str]]:
+    """The notebook to run, and a note per exercise on how its cell was found ("" when all is as released)."""
+    known = {ex.id for ex in refs}
+    kept = [c for c in student.cells if not (c.cell_type == "code" and "check" in cell_tags(c))]
+    matches = _match(kept, refs)
+    matched = {i for found in matches.values() for i in found}
+    kept_cells = [(i, c) for i, c in enumerate(kept)
+                  if i in matched or not (c.cell_type == "code" and set(CHECK_CALL.findall(cell_source(c))) & known)]
+    notes: dict[str, str] = {}
+    last = {ex.id: matches[ex.id][-1] for ex in refs if matches[ex.id]}
+    order = [ex.id for ex in refs if ex.id in last]
+    in_order = sorted(order, key=lambda e: last[e])
+    for ex in refs:
+        found = matches[ex.id]
+        if not found:
+            notes[ex.id] = "missing"
+        elif len(found) > 1:
+            notes[ex.id] = f"duplicated exercise cell ({len(found)} copies): graded the last one"
+        elif order.index(ex.id) != in_order.index(ex.id):
+            notes[ex.id] = "exercise cells reordered: checked right after this one"
+        else:
+            notes[ex.id] = ""
+    after = {i: ex for ex in refs for i in [last.get(ex.id)] if i is not None}
+    cells = [_init_cell(nonce)]
+    for i, cell in kept_cells:
+        cell = nbformat.from_dict(cell)
+        cell.metadata.pop(GRADER_KEY, None)  # only the grader marks cells
+        if i in matched:
+            cell.metadata["tags"] = sorted(set(cell_tags(cell)) | {"raises-exception"})
+        if i in after:
+            cell.metadata[GRADER_KEY] = {"nonce": nonce, "role": "exercise", "exercise": after[i].id}
+        cells.append(cell)
+        if i in after:
+            cells.append(_check_cell(after[i], nonce))
+    graded = nbformat.v4.new_notebook(cells=cells, metadata=dict(student.metadata))
+    graded.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return graded, notes
+
+
+def suspicious(student: Any) -> list[str]:
+    """Notes on the student's own code that touches the checking machinery (for the instructor to review)."""
+    code = "\n".join(cell_source(c) for c in student.cells if c.cell_type == "code" and "check" not in cell_tags(c))
+    return [note for pattern, note in SUSPICIOUS if re.search(pattern, code, re.MULTILINE)]
+
+
