@@ -5,8 +5,9 @@ Introduced in week 3 (`week03/01_small_models_on_a_laptop.ipynb`, section "Threa
 
 torch starts one intra-op thread per core, and at every operation those threads wait for each other. When another
 process at normal priority keeps one of the cores busy, the thread on that core runs at half speed and every other
-thread waits for it: on a 2-core machine one busy process made a tiny-GPT training step 3.2x slower with 2 threads,
-while 1 thread was not slowed at all (`benchmarks/threads.py` measures this table on your machine). The policy:
+thread waits for it: on a 2-core machine one busy process (in a session of its own, as another program is) made a
+tiny-GPT training step 12x slower with 2 threads (181 -> 2,273 ms), while 1 thread was not slowed (344 -> 322 ms);
+`python -m benchmarks.threads` measures this table on your machine. The policy:
 
 - quiet machine (other processes use less than half a core): all physical cores, which is torch's default;
 - busy machine: one thread fewer for each core that other processes keep busy (to the nearest whole core), at

@@ -1,8 +1,6 @@
 """`make lab` serves JupyterLab: start it on a free loopback port, get /lab, stop it."""
 
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -10,13 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from llmcourse.teaching.browser import free_port, stop_process_group
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -41,8 +35,4 @@ def test_make_lab_serves_jupyterlab(tmp_path):
         assert status == 200
         assert "JupyterLab" in page
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc, timeout=30)

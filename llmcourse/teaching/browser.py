@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["CHROMIUM_FLAGS", "chromium_path", "free_port", "jupyterlab", "run_all"]
+__all__ = ["CHROMIUM_FLAGS", "chromium_path", "free_port", "jupyterlab", "run_all", "stop_process_group"]
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
@@ -82,11 +82,16 @@ def jupyterlab(folder: str | Path, env: dict[str, str] | None = None, start_time
                     time.sleep(0.5)
             yield url
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop a process started with start_new_session=True and everything it started: SIGTERM, then SIGKILL."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def run_all(page, base_url: str, notebook: str, timeout_s: float = 300) -> None:
