@@ -166,15 +166,12 @@ def choose(cores: int, busy: float | None, override: object = None) -> ThreadCho
                            "thread waits on a shared core", cores, busy)
 
 
-def apply(threads: int | None = None, *, measure: bool = True) -> ThreadChoice:
+def apply(threads: int | None = None) -> ThreadChoice:
     """Choose the thread count (argument, then LLMCOURSE_THREADS, then the policy) and set it in torch."""
     import torch
 
     override = threads if threads is not None else os.environ.get(ENV_VAR)
-    busy = busy_cores() if measure and override in (None, "") else None
+    busy = busy_cores() if override in (None, "") else None
     choice = choose(physical_cores(), busy, override)
-    if choice.busy_cores is None and override in (None, "") and not measure:
-        choice = ThreadChoice(choice.threads, f"not measured: all {choice.threads} physical cores",
-                              choice.physical_cores, None)
     torch.set_num_threads(choice.threads)
     return choice
