@@ -8,6 +8,7 @@ declared runtime (environment variable LLMCOURSE_RUNTIME_FACTOR, default 1.5).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -37,6 +38,7 @@ try:
 except ImportError:  # nbval is a test extra; without it there are no notebook items to patch
     pass
 _seconds: dict[str, float] = defaultdict(float)
+_threads: dict[str, str] = {}  # notebook -> the thread count its setup() chose, read off the hardware card it showed
 _failed: set[str] = set()
 _unit_seconds = 0.0  # every test item that is not a notebook cell
 
@@ -51,6 +53,25 @@ def pytest_ignore_collect(collection_path, config):
 def _notebook_of(nodeid: str) -> str | None:
     path = nodeid.split("::", 1)[0]
     return path if path.endswith(".ipynb") else None
+
+
+# the card as setup() displays it (the dataclass repr is its text/plain), or as print(card) writes it
+_THREADS = re.compile(r"threads=(\d+), threads_reason=['\"]([^'\"]*)|torch threads\s+(\d+): ([^\n]*)")
+
+
+def pytest_runtest_makereport(item, call):
+    """Note the thread count each notebook's kernel chose: the first reason a slow CI run would show."""
+    nb = _notebook_of(item.nodeid)
+    if call.when != "call" or nb is None or nb in _threads:
+        return None
+    for out in getattr(item, "test_outputs", None) or []:
+        text = out.get("text") or out.get("data", {}).get("text/plain") or ""
+        found = _THREADS.search(text if isinstance(text, str) else "".join(text))
+        if found:
+            count, reason = found[1] or found[3], found[2] or found[4]
+            _threads[nb] = f"{count} ({reason.split(' (')[0].split(':')[0]})"
+            break
+    return None
 
 
 def pytest_runtest_logreport(report):
@@ -132,12 +153,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def _runtime_table(tr) -> None:
     tr.section("notebook runtimes (CPU)")
-    tr.write_line(f"{'notebook':<52} {'declared':>9} {'measured':>9} {'ratio':>6}  verdict")
+    tr.write_line(f"{'notebook':<52} {'declared':>9} {'measured':>9} {'ratio':>6}  verdict; torch threads")
     for nb, limit, sec, verdict in _rows:
+        chosen = f"; threads {_threads[nb]}" if nb in _threads else ""
         if limit is None:
-            tr.write_line(f"{nb:<52} {'-':>9} {sec / 60:>8.1f}m {'-':>6}  {verdict}")
+            tr.write_line(f"{nb:<52} {'-':>9} {sec / 60:>8.1f}m {'-':>6}  {verdict}{chosen}")
         else:
-            tr.write_line(f"{nb:<52} {limit:>8.1f}m {sec / 60:>8.1f}m {sec / 60 / limit:>6.2f}  {verdict}")
+            tr.write_line(f"{nb:<52} {limit:>8.1f}m {sec / 60:>8.1f}m {sec / 60 / limit:>6.2f}  {verdict}{chosen}")
     total_declared = sum(limit or 0 for _, limit, _, _ in _rows)
     tr.write_line(f"{'total':<52} {total_declared:>8.1f}m {sum(r[2] for r in _rows) / 60:>8.1f}m")
     if _over:

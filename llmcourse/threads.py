@@ -67,19 +67,34 @@ def physical_cores() -> int:
 
 
 def nice_competes() -> bool:
-    """Whether Linux shares CPU between sessions first (autogroup scheduling), so that nice only counts within one."""
+    """Whether Linux shares CPU between sessions first (autogroup scheduling), so that nice only counts within one.
+    A process outside any autogroup (the root group, or a cgroup of a container) reads an empty file: see
+    `_autogroup`. Where the file is in another shape we cannot tell sessions apart and fall back to each process's
+    own nice."""
     try:
         with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
-            return f.read().strip() == "1"
-    except OSError:
+            if f.read().strip() != "1":
+                return False
+        _autogroup("self")
+    except (OSError, ValueError):
         return False
+    return True
 
 
 def _autogroup(pid: int | str) -> tuple[str, int]:
-    """(autogroup name, its nice) of a process: '/autogroup-12 nice 0' -> ('/autogroup-12', 0)."""
+    """(autogroup name, its nice) of a process: '/autogroup-12 nice 0' -> ('/autogroup-12', 0).
+
+    Linux prints nothing for a process in no autogroup (the root task group, as for processes started without a new
+    session in many containers and CI runners): that group is ('', 0), since the root group weighs as nice 0 against
+    the autogroups. Raises ValueError where the file is in another shape, OSError where it is missing."""
     with open(f"/proc/{pid}/autogroup") as f:
-        name, _, nice = f.read().split()
-    return name, int(nice)
+        text = f.read()
+    parts = text.split()
+    if not parts:
+        return "", 0
+    if len(parts) != 3 or parts[1] != "nice":
+        raise ValueError(f"/proc/{pid}/autogroup reads {text!r}, not '<group> nice <n>'")
+    return parts[0], int(parts[2])
 
 
 def _competing_ticks(autogroups: bool, mine: str | None) -> dict[int, int]:
@@ -110,10 +125,7 @@ def busy_cores(seconds: float = SAMPLE_SECONDS, samples: int = SAMPLES) -> float
     if not os.path.isdir("/proc/self"):
         return _busy_cores_psutil(seconds)
     autogroups = nice_competes()
-    try:
-        mine = _autogroup("self")[0] if autogroups else None
-    except OSError:
-        autogroups, mine = False, None
+    mine = _autogroup("self")[0] if autogroups else None
     least = None
     before, start = _competing_ticks(autogroups, mine), time.monotonic()
     for _ in range(max(1, samples)):

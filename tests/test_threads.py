@@ -125,3 +125,52 @@ def test_own_work_is_not_load():
         stop.set()
         worker.join()
     assert busy - baseline < 0.3, (baseline, busy)
+
+
+
+def _fake_proc(monkeypatch, autogroups: dict[str, str]) -> None:
+    """/proc/<pid>/autogroup reads autogroups[pid] (else autogroups['*']); autogroup scheduling reads as enabled."""
+    import builtins
+    import io
+
+    def fake_open(path, *args, **kwargs):
+        path = str(path)
+        if path.endswith("/autogroup"):
+            pid = path.split("/")[2]
+            return io.StringIO(autogroups.get(pid, autogroups["*"]))
+        if path == "/proc/sys/kernel/sched_autogroup_enabled":
+            return io.StringIO("1\n")
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(threads, "open", fake_open, raising=False)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_process_in_no_autogroup_is_in_the_root_group_at_nice_0(monkeypatch):
+    """Linux prints nothing for a process outside any autogroup (CI runners, containers): that is the root group."""
+    _fake_proc(monkeypatch, {"*": ""})
+    assert threads._autogroup("self") == ("", 0)
+    assert threads.nice_competes() is True
+    busy = threads.busy_cores(0.2, samples=1)
+    assert busy is not None and busy >= 0.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_spinner_in_the_root_group_is_load_for_a_kernel_in_its_own_autogroup(monkeypatch):
+    """A notebook kernel (own session, own autogroup) beside a busy process in the root group: that process competes
+    at nice 0 whatever its own nice, and must count; before, its empty autogroup file made it invisible."""
+    baseline = _quiet_baseline()
+    spin = _spinner("nice", "-n", "19")
+    _fake_proc(monkeypatch, {"self": "/autogroup-7 nice 0\n", str(spin.pid): "", "*": "/autogroup-7 nice 0\n"})
+    busy = _busy_while(spin)
+    assert busy - baseline > 0.6, (baseline, busy)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_autogroup_file_in_another_shape_falls_back_to_each_process_nice(monkeypatch):
+    _fake_proc(monkeypatch, {"*": "garbage\n"})
+    with pytest.raises(ValueError, match="not '<group> nice <n>'"):
+        threads._autogroup("self")
+    assert threads.nice_competes() is False
+    busy = threads.busy_cores(0.2, samples=1)
+    assert busy is not None and busy >= 0.0
