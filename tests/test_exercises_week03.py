@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from exercise_harness import STUB, run_exercise
+from exercise_harness import ROOT, STUB, run_exercise
 from tiny_configs import tiny_bert_config
 
 NB1 = "week03/01_small_models_on_a_laptop.ipynb"
@@ -95,6 +95,20 @@ def test_exercise_2_2_unk_fraction():
         return sum(s.count(tokenizer.unk_token_id) / len(s) for s in ids) / len(ids)
     """
     _outcomes(NB2, "2.2", ctx, [with_specials, per_text_mean])
+
+
+def test_exercise_2_3_selection_rule():
+    def ctx():
+        return {"records": [{"lr": 1e-4, "epoch": 1, "val_accuracy": 0.8}]}
+
+    by_test = 'return max(records, key=lambda r: r.get("test_accuracy", 0))'
+    first_of_ties = 'return max(records, key=lambda r: r["val_accuracy"])'
+    lr_before_epochs = 'return min(records, key=lambda r: (-r["val_accuracy"], r["lr"], r["epoch"]))'
+    sorts_in_place = """
+    records.sort(key=lambda r: (-r["val_accuracy"], r["epoch"], r["lr"]))
+    return records[0]
+    """
+    _outcomes(NB2, "2.3", ctx, [by_test, first_of_ties, lr_before_epochs, sorts_in_place])
 
 
 # ------------------------------------------------------------------------------------------------ notebook 03
@@ -197,3 +211,61 @@ def test_exercise_1_3_thread_policy():
     """
     _outcomes(NB1, "1.3", lambda: {"math": __import__("math")},
               [ignores_load, truncates, no_floor, one_core_threshold, fractional])
+
+
+def _nb4_heads_context():
+    """The exercise's namespace: `slim_linear` as section 2 of the notebook defines it, and a tiny 6-head teacher."""
+    import copy
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from llmcourse.teaching.notebooks import cell_source, read_notebook
+
+    helper = next(cell_source(c) for c in read_notebook(ROOT / NB4).cells if "def slim_linear" in cell_source(c))
+    namespace = {"torch": torch, "copy": copy, "BertConfig": BertConfig}
+    exec(helper[:helper.index("def neuron_scores")], namespace)
+    torch.manual_seed(0)
+    namespace["teacher"] = BertForSequenceClassification(
+        tiny_bert_config(vocab_size=50, hidden_size=96, num_attention_heads=6))
+    return namespace
+
+
+def test_exercise_4_3_prune_heads():
+    keeps_listed = """
+        sa = attention.self
+        size = sa.attention_head_size
+        idx = torch.cat([torch.arange(h * size, (h + 1) * size) for h in heads])
+        sa.query, sa.key, sa.value = (slim_linear(l, rows=idx) for l in (sa.query, sa.key, sa.value))
+        attention.output.dense = slim_linear(attention.output.dense, cols=idx)
+        sa.num_attention_heads, sa.all_head_size = len(heads), len(heads) * size
+        return attention
+    """
+    interleaved = """
+        sa = attention.self
+        n, size = sa.num_attention_heads, sa.attention_head_size
+        kept = [h for h in range(n) if h not in set(heads)]
+        idx = torch.cat([torch.arange(h, n * size, n) for h in kept])
+        sa.query, sa.key, sa.value = (slim_linear(l, rows=idx) for l in (sa.query, sa.key, sa.value))
+        attention.output.dense = slim_linear(attention.output.dense, cols=idx)
+        sa.num_attention_heads, sa.all_head_size = len(kept), len(kept) * size
+        return attention
+    """
+    forgets_output = """
+        sa = attention.self
+        size = sa.attention_head_size
+        kept = [h for h in range(sa.num_attention_heads) if h not in set(heads)]
+        idx = torch.cat([torch.arange(h * size, (h + 1) * size) for h in kept])
+        sa.query, sa.key, sa.value = (slim_linear(l, rows=idx) for l in (sa.query, sa.key, sa.value))
+        sa.num_attention_heads, sa.all_head_size = len(kept), len(kept) * size
+        return attention
+    """
+    values_untouched = """
+        sa = attention.self
+        size = sa.attention_head_size
+        kept = [h for h in range(sa.num_attention_heads) if h not in set(heads)]
+        idx = torch.cat([torch.arange(h * size, (h + 1) * size) for h in kept])
+        sa.query, sa.key = (slim_linear(l, rows=idx) for l in (sa.query, sa.key))
+        sa.num_attention_heads, sa.all_head_size = len(kept), len(kept) * size
+        return attention
+    """
+    _outcomes(NB4, "4.3", _nb4_heads_context, [keeps_listed, interleaved, forgets_output, values_untouched])

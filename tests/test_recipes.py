@@ -48,16 +48,23 @@ def test_unknown_setting_is_a_config_error(home):
         recipes.classifier_path(learning_rate=1e-4)
 
 
-def test_notebook_02_defaults_are_the_recipe():
+def test_notebook_02_defaults_and_choice_are_the_recipe():
+    """The recipe's fixed settings are the notebook's parameters; its lr and epochs are among those the notebook
+    sweeps, and the notebook's stored run chose exactly them (re-run the notebook after changing either)."""
     nb = json.loads(NB2.read_text(encoding="utf-8"))
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     params = {}
     for node in ast.parse("".join(cell["source"])).body:
         if isinstance(node, ast.Assign):
             params[node.targets[0].id] = ast.literal_eval(node.value)
-    names = {"n_train": "N_TRAIN", "max_length": "MAX_LENGTH", "epochs": "EPOCHS", "lr": "LR",
-             "batch_size": "BATCH_SIZE", "warmup": "WARMUP", "weight_decay": "WEIGHT_DECAY", "seed": "SEED"}
+    names = {"n_train": "N_TRAIN", "max_length": "MAX_LENGTH", "batch_size": "BATCH_SIZE",
+             "warmup_steps": "WARMUP_STEPS", "weight_decay": "WEIGHT_DECAY", "seed": "SEED"}
     assert {k: params[v] for k, v in names.items()} == {k: recipes.TWEET_RECIPE[k] for k in names}
+    assert recipes.TWEET_RECIPE["lr"] in params["LRS"]
+    assert 1 <= recipes.TWEET_RECIPE["epochs"] <= params["MAX_EPOCHS"]
+    saved = next(c for c in nb["cells"] if "recipes.save_tweet_classifier" in "".join(c["source"]))
+    printed = "".join("".join(o.get("text", "")) for o in saved.get("outputs", []))
+    assert "the settings chosen here are the recipe's: True" in printed, printed
 
 
 def test_save_is_atomic_and_loading_does_not_train(home, monkeypatch):
