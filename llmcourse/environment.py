@@ -7,6 +7,7 @@ hardware card; on Colab or Kaggle (where the notebook's setup cell has just inst
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def setup(seed: int | None = None, quiet: bool = False,
         seed_everything(seed)
     # peft (0.17+) reads a property that transformers 5 renamed: a warning the learner can do nothing about.
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+    quiet_known_noise()
     choice = apply_threads(threads)
     card = detect()
     card.threads, card.threads_reason = choice.threads, choice.reason
@@ -66,6 +68,17 @@ def setup(seed: int | None = None, quiet: bool = False,
         print("llmcourse: some packages are missing or too old: " + "; ".join(missing)
               + ". Fix: run `make setup` in the course folder (or `pip install -U` them in Colab).")
     return card
+
+
+def quiet_known_noise() -> None:
+    """Silence import-time notes the learner can do nothing about.
+
+    transformers imports torchao whenever it is installed; torchao then logs that its kernels for recent NVIDIA chips
+    cannot load (on a CPU, or a GPU of another generation, they are not needed), with this machine's install path, and
+    torch notes a deprecated pytree registration of torchao's. Errors from both loggers still show.
+    """
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _show(card: HardwareCard) -> None:

@@ -55,3 +55,20 @@ def test_install_command_names_what_colab_and_kaggle_lack():
     assert install_command("local") == []
     assert install_command("colab") == install_command("kaggle")
     assert {"peft", "bitsandbytes", "diffusers", "gguf"} <= set(install_command("colab")[5:])
+
+
+def test_setup_silences_torchao_import_notes_but_not_errors():
+    """torchao's import logs a note with the install path (its GPU kernels cannot load here); after setup() it does
+    not reach the notebook, while an error from the same logger still does."""
+    import subprocess
+
+    pytest.importorskip("torchao")
+    script = ("import logging, llmcourse\n"
+              "llmcourse.setup(quiet=True)\n"
+              "import torchao\n"
+              "logging.getLogger('torchao').error('an error still shows')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, LLMCOURSE_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "an error still shows" in out.stderr
+    assert "Failed to load" not in out.stderr and "site-packages" not in out.stderr, out.stderr[-2000:]

@@ -5,6 +5,7 @@ import math
 from collections import Counter
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from exercise_harness import STUB, run_exercise
@@ -15,6 +16,7 @@ from transformers import AutoConfig
 
 from llmcourse.tasks import final_number
 
+DATA_NB = "week04/00_data_preparation.ipynb"
 LORA_NB = "week04/01_lora_and_qlora.ipynb"
 TUNE_NB = "week04/02_instruction_tuning_and_prompting.ipynb"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -37,7 +39,8 @@ def lora_context(smol_config_dir):
     lora = SimpleNamespace(A=torch.randn(4, 12), B=torch.randn(7, 4))
     return {"torch": torch, "nn": nn, "math": math, "base": base, "lora": lora, "x": torch.randn(3, 12), "ALPHA": 8,
             "RANK": 16, "path": smol_config_dir, "AutoConfig": AutoConfig, "get_peft_model": get_peft_model,
-            "LoraConfig": LoraConfig, "smol_lora_trainable": SMOL_R16}
+            "LoraConfig": LoraConfig, "smol_lora_trainable": SMOL_R16,
+            "deltas": {"low-rank": torch.randn(9, 2) @ torch.randn(2, 7), "noise": torch.randn(9, 7)}}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,9 @@ def tok():
 
 
 def run(notebook, exercise, solution=None, smol_config_dir=None, tok=None):
-    if notebook == LORA_NB:
+    if notebook == DATA_NB:
+        context = {"np": np, "torch": torch}
+    elif notebook == LORA_NB:
         context = lora_context(smol_config_dir)
     else:
         context = {"final_number": final_number, "Counter": Counter, "tok": tok,
@@ -71,8 +76,9 @@ def test_smollm2_count_matches_peft():
     assert sum(p.numel() for p in m.parameters() if p.requires_grad) * 15 == SMOL_R16 == 4_884_480
 
 
-@pytest.mark.parametrize("notebook, exercise", [(LORA_NB, "1.1"), (LORA_NB, "1.2"), (LORA_NB, "1.3"),
-                                                (TUNE_NB, "2.1"), (TUNE_NB, "2.2")])
+@pytest.mark.parametrize("notebook, exercise", [(DATA_NB, "0.1"), (DATA_NB, "0.2"), (LORA_NB, "1.1"),
+                                                (LORA_NB, "1.2"), (LORA_NB, "1.3"), (LORA_NB, "1.4"), (TUNE_NB, "2.1"),
+                                                (TUNE_NB, "2.2")])
 def test_reference_solution_passes_and_stub_is_not_attempted(notebook, exercise, smol_config_dir, request):
     tokenizer = request.getfixturevalue("tok") if exercise == "2.2" else None
     result = run(notebook, exercise, smol_config_dir=smol_config_dir, tok=tokenizer)
@@ -81,7 +87,53 @@ def test_reference_solution_passes_and_stub_is_not_attempted(notebook, exercise,
     assert stub.status == "not attempted", stub.message
 
 
+_PACK_HEAD = "stream = [t for seq in sequences for t in list(seq) + [eos_id]]\n"
+_PACK_BLOCKS = ("n = len(stream) // block_size\n"
+                "input_ids = torch.tensor(stream[:n * block_size], dtype=torch.long).view(n, block_size)\n")
+_PACK_POSITIONS = ("position_ids = torch.zeros_like(input_ids)\n"
+                   "for row in range(input_ids.shape[0]):\n"
+                   "    for col in range(1, block_size):\n"
+                   "        position_ids[row, col] = 0 if input_ids[row, col - 1] == eos_id "
+                   "else position_ids[row, col - 1] + 1\n")
+_PACK_RETURN = "return {'input_ids': input_ids, 'position_ids': position_ids, 'labels': labels}"
+
 WRONG = {
+    "0.1": {
+        "max instead of min": "return ((a[:, None] * hashes[None, :] + b[:, None]) % PRIME).max(axis=1)",
+        "no modulo": "return (a[:, None] * hashes[None, :] + b[:, None]).min(axis=1)",
+        "a and b swapped": "return ((b[:, None] * hashes[None, :] + a[:, None]) % PRIME).min(axis=1)",
+        "float arithmetic": "return ((a[:, None].astype(float) * hashes[None, :] + b[:, None]) % float(PRIME))"
+                            ".min(axis=1)",
+        "int64 overflow": "a64, h64, b64 = a.astype(np.int64), hashes.astype(np.int64), b.astype(np.int64)\n"
+                          "return ((a64[:, None] * h64[None, :] + b64[:, None]) % int(PRIME)).min(axis=1)",
+        "first shingle only": "return (a * hashes[0] + b) % PRIME",
+        "smallest shingle hashed": "return (a * hashes.min() + b) % PRIME",
+    },
+    "0.2": {
+        "no EOS": "stream = [t for seq in sequences for t in seq]\n" + _PACK_BLOCKS + _PACK_POSITIONS
+                  + "labels = input_ids.masked_fill(position_ids == 0, -100)\n" + _PACK_RETURN,
+        "EOS before each sequence": "stream = [t for seq in sequences for t in [eos_id] + list(seq)]\n"
+                                    + _PACK_BLOCKS + _PACK_POSITIONS
+                                    + "labels = input_ids.masked_fill(position_ids == 0, -100)\n" + _PACK_RETURN,
+        "last block padded": _PACK_HEAD + "n = -(-len(stream) // block_size)\n"
+                             "stream = stream + [eos_id] * (n * block_size - len(stream))\n"
+                             "input_ids = torch.tensor(stream, dtype=torch.long).view(n, block_size)\n"
+                             + _PACK_POSITIONS + "labels = input_ids.masked_fill(position_ids == 0, -100)\n"
+                             + _PACK_RETURN,
+        "no label mask": _PACK_HEAD + _PACK_BLOCKS + _PACK_POSITIONS + "labels = input_ids.clone()\n" + _PACK_RETURN,
+        "mask on the EOS instead": _PACK_HEAD + _PACK_BLOCKS + _PACK_POSITIONS
+                                   + "labels = input_ids.masked_fill(input_ids == eos_id, -100)\n" + _PACK_RETURN,
+        "positions never restart": _PACK_HEAD + _PACK_BLOCKS
+                                   + "position_ids = torch.arange(block_size).repeat(input_ids.shape[0], 1)\n"
+                                   "labels = input_ids.masked_fill(position_ids == 0, -100)\n" + _PACK_RETURN,
+        "positions run on across blocks": _PACK_HEAD + _PACK_BLOCKS
+                                          + "flat, pos = input_ids.flatten(), []\n"
+                                          "for i in range(len(flat)):\n"
+                                          "    pos.append(0 if i == 0 or flat[i - 1] == eos_id else pos[-1] + 1)\n"
+                                          "position_ids = torch.tensor(pos).view_as(input_ids)\n"
+                                          "labels = input_ids.masked_fill(position_ids == 0, -100)\n"
+                                          + _PACK_RETURN,
+    },
     "1.1": {
         "scaled by alpha, not alpha / r": "return x @ W.T + b + alpha * (x @ A.T) @ B.T",
         "scaled by r / alpha": "r = A.shape[0]\nreturn x @ W.T + b + (r / alpha) * (x @ A.T) @ B.T",
@@ -114,6 +166,21 @@ WRONG = {
         "no scale": "return W + B @ A",
         "scaled by alpha": "return W + alpha * B @ A",
         "the update alone": "return (alpha / A.shape[0]) * B @ A",
+    },
+    "1.4": {
+        "singular values, not their squares": "s = torch.linalg.svdvals(delta)\n"
+                                              "c = torch.cumsum(s, 0) / s.sum()\n"
+                                              "return int((c < share).sum()) + 1",
+        "one direction short": "e = torch.linalg.svdvals(delta) ** 2\n"
+                               "c = torch.cumsum(e, 0) / e.sum()\n"
+                               "return int((c < share).sum())",
+        "smallest values first": "e = torch.linalg.eigvalsh(delta.T @ delta)\n"
+                                 "c = torch.cumsum(e, 0) / e.sum()\n"
+                                 "return int((c < share).sum()) + 1",
+        "a tensor, not an int": "e = torch.linalg.svdvals(delta) ** 2\n"
+                                "c = torch.cumsum(e, 0) / e.sum()\n"
+                                "return (c < share).sum() + 1",
+        "share of the rank": "return max(1, round(share * torch.linalg.matrix_rank(delta).item()))",
     },
     "2.1": {
         "first reply's answer": "return final_number(replies[0])",
@@ -164,7 +231,7 @@ CASES = [(ex, name) for ex, wrongs in WRONG.items() for name in wrongs]
 
 @pytest.mark.parametrize("exercise, name", CASES, ids=[f"{e}-{n}" for e, n in CASES])
 def test_wrong_answer_fails(exercise, name, smol_config_dir, request):
-    notebook = LORA_NB if exercise.startswith("1.") else TUNE_NB
+    notebook = {"0": DATA_NB, "1": LORA_NB, "2": TUNE_NB}[exercise.split(".")[0]]
     tokenizer = request.getfixturevalue("tok") if exercise == "2.2" else None
     result = run(notebook, exercise, WRONG[exercise][name], smol_config_dir=smol_config_dir, tok=tokenizer)
     assert result.status == "failed", f"{exercise} accepted the wrong answer '{name}': {result.message}"

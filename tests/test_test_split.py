@@ -15,7 +15,7 @@ import pytest
 from llmcourse.teaching.notebooks import cell_source, cell_tags, read_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-GUARDED = ["week03/02_finetune_classifier.ipynb"]
+GUARDED = ["week03/02_finetune_classifier.ipynb", "week04/01_lora_and_qlora.ipynb"]
 
 
 def test_split_uses(source: str) -> list[str]:
