@@ -47,3 +47,14 @@ def test_write_badges_is_idempotent_and_follows_the_setting(tmp_path):
     readme = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert "old" not in readme and readme.startswith("x\n") and readme.endswith("y\n")
     assert write_badges(tmp_path, repo="https://github.com/acme/fork") == []
+
+
+def test_write_badges_leaves_a_committed_notebook_untouched(tmp_path):
+    # a notebook on disk stores each cell's source as a list of lines: an up-to-date badge must not count as changed
+    shutil.copytree(ROOT / "curriculum", tmp_path / "curriculum")
+    path = NOTEBOOKS[-1]
+    (tmp_path / path).parent.mkdir(parents=True)
+    shutil.copy(ROOT / path, tmp_path / path)
+    before = (tmp_path / path).read_bytes()
+    assert write_badges(tmp_path) == []
+    assert (tmp_path / path).read_bytes() == before

@@ -118,6 +118,77 @@ def test_1_3_rejects_wrong(wrong):
     assert run_exercise(NB1, "1.3", _ctx(), solution=wrong).status == "failed"
 
 
+_BPE_COUNT = """
+counts = {}
+for word, n in words.items():
+    for pair in zip(word, word[1:]):
+        counts[pair] = counts.get(pair, 0) + n
+"""
+_BPE_PICK = "best = min(counts, key=lambda p: (-counts[p], p))\n"
+_BPE_MERGE = """
+new_words = {}
+for word, n in words.items():
+    out, i = [], 0
+    while i < len(word):
+        if word[i:i + 2] == best:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    new_words[tuple(out)] = n
+return best, new_words
+"""
+_BPE_RIGHT_TO_LEFT = """
+new_words = {}
+for word, n in words.items():
+    out, i = [], len(word) - 1
+    while i >= 0:
+        if i > 0 and word[i - 1:i + 1] == best:
+            out.insert(0, new_id)
+            i -= 2
+        else:
+            out.insert(0, word[i])
+            i -= 1
+    new_words[tuple(out)] = n
+return best, new_words
+"""
+_BPE_FIRST_ONLY = """
+new_words = {}
+for word, n in words.items():
+    i = next((j for j in range(len(word) - 1) if word[j:j + 2] == best), None)
+    new_words[word if i is None else word[:i] + (new_id,) + word[i + 2:]] = n
+return best, new_words
+"""
+
+WRONG_1_4 = {
+    "counts not weighted by the word's count": _BPE_COUNT.replace("+ n", "+ 1") + _BPE_PICK + _BPE_MERGE,
+    "a pair counted once per word": _BPE_COUNT.replace("zip(word, word[1:])", "set(zip(word, word[1:]))")
+    + _BPE_PICK + _BPE_MERGE,
+    "tie broken by the first pair seen": _BPE_COUNT + "best = max(counts, key=counts.get)\n" + _BPE_MERGE,
+    "tie broken by the largest pair": _BPE_COUNT + "best = max(counts, key=lambda p: (counts[p], p))\n" + _BPE_MERGE,
+    "only the first occurrence merged": _BPE_COUNT + _BPE_PICK + _BPE_FIRST_ONLY,
+    "overlaps merged right to left": _BPE_COUNT + _BPE_PICK + _BPE_RIGHT_TO_LEFT,
+    "counts lost after the merge": _BPE_COUNT + _BPE_PICK + _BPE_MERGE.replace("= n\n", "= 1\n"),
+    "words without the pair dropped": _BPE_COUNT + _BPE_PICK + _BPE_MERGE.replace(
+        "    new_words[tuple(out)] = n", "    if tuple(out) != word:\n        new_words[tuple(out)] = n"),
+}
+
+
+def test_1_4_reference_passes():
+    assert run_exercise(NB1, "1.4", _ctx()).status == "passed"
+
+
+def test_1_4_written_out_reference_passes():  # the pieces the wrong answers are built from are right together
+    assert run_exercise(NB1, "1.4", _ctx(), solution=_BPE_COUNT + _BPE_PICK + _BPE_MERGE).status == "passed"
+
+
+@pytest.mark.parametrize("wrong", WRONG_1_4.values(), ids=WRONG_1_4.keys())
+def test_1_4_rejects_wrong(wrong):
+    result = run_exercise(NB1, "1.4", _ctx(), solution=wrong)
+    assert result.status == "failed" and "Hint" in result.message
+
+
 # ------------------------------------------------------------------------------------------------ notebook 02
 WRONG_2_1 = {
     "no max shift (overflows)": "e = torch.exp(x)\nreturn e / e.sum(dim=-1, keepdim=True)",
@@ -223,10 +294,159 @@ def test_2_3_rejects_wrong(wrong):
     assert run_exercise(NB2, "2.3", _ctx(), solution=wrong).status == "failed"
 
 
+def _nb2_mlp_ctx() -> dict:
+    """A tiny random LlamaMLP (gate, up, down, SiLU) stands in for SmolLM2's layer.mlp and its captured input/output."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("transformers")
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        mlp = LlamaMLP(LlamaConfig(hidden_size=16, intermediate_size=40, num_attention_heads=2, hidden_act="silu"))
+        x = torch.randn(1, 6, 16)
+    with torch.no_grad():
+        out = mlp(x)
+    return {**_ctx(), "layer": SimpleNamespace(mlp=mlp), "captured": {"mlp_in": x, "mlp_out": out}}
+
+
+WRONG_2_4 = {
+    "halves swapped (SiLU on the up half)": """
+        up, gate = (x @ w_gate_up.T).chunk(2, dim=-1)
+        return (F.silu(gate) * up) @ w_down.T
+    """,
+    "GELU instead of SiLU": """
+        gate, up = (x @ w_gate_up.T).chunk(2, dim=-1)
+        return (F.gelu(gate) * up) @ w_down.T
+    """,
+    "plain sigmoid gate (GLU, not SwiGLU)": """
+        gate, up = (x @ w_gate_up.T).chunk(2, dim=-1)
+        return (torch.sigmoid(gate) * up) @ w_down.T
+    """,
+    "interleaved rows instead of halves": """
+        h = x @ w_gate_up.T
+        return (F.silu(h[..., 0::2]) * h[..., 1::2]) @ w_down.T
+    """,
+    "SiLU after the product": """
+        gate, up = (x @ w_gate_up.T).chunk(2, dim=-1)
+        return F.silu(gate * up) @ w_down.T
+    """,
+    "residual added inside the MLP": """
+        gate, up = (x @ w_gate_up.T).chunk(2, dim=-1)
+        return x + (F.silu(gate) * up) @ w_down.T
+    """,
+}
+
+
+def test_2_4_reference_passes():
+    assert run_exercise(NB2, "2.4", _nb2_mlp_ctx()).status == "passed"
+
+
+@pytest.mark.parametrize("wrong", WRONG_2_4.values(), ids=WRONG_2_4.keys())
+def test_2_4_rejects_wrong(wrong):
+    result = run_exercise(NB2, "2.4", _nb2_mlp_ctx(), solution=wrong)
+    assert result.status == "failed" and "Hint" in result.message
+
+
 # ------------------------------------------------------------------------------------------------ stubs
 @pytest.mark.parametrize("notebook,exercise,ctx", [
     (NB0, "0.1", _ctx), (NB0, "0.2", _ctx), (NB1, "1.1", _nb1_ctx), (NB1, "1.2", _ctx), (NB1, "1.3", _ctx),
-    (NB2, "2.1", _ctx), (NB2, "2.2", _ctx), (NB2, "2.3", _ctx),
+    (NB1, "1.4", _ctx),
+    (NB2, "2.1", _ctx), (NB2, "2.2", _ctx), (NB2, "2.3", _ctx), (NB2, "2.4", _nb2_mlp_ctx),
 ])
 def test_stub_is_not_attempted(notebook, exercise, ctx):
     assert run_exercise(notebook, exercise, ctx(), solution=STUB).status == "not attempted"
+
+
+# ------------------------------------------------------------------------------------------------ notebook 03
+NB3 = "week01/03_deep_learning_essentials.ipynb"
+
+_ADAM_CORE = """
+beta1, beta2 = betas
+m = beta1 * m + (1 - beta1) * grad
+v = beta2 * v + (1 - beta2) * grad * grad
+m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
+"""
+
+WRONG_3_1 = {
+    "Adam's L2 (decay added to the gradient)": """
+        beta1, beta2 = betas
+        grad = grad + weight_decay * param
+        m = beta1 * m + (1 - beta1) * grad
+        v = beta2 * v + (1 - beta2) * grad * grad
+        m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
+        return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
+    """,
+    "no bias correction": """
+        beta1, beta2 = betas
+        param = param * (1 - lr * weight_decay)
+        m = beta1 * m + (1 - beta1) * grad
+        v = beta2 * v + (1 - beta2) * grad * grad
+        return param - lr * m / (v.sqrt() + eps), m, v
+    """,
+    "decay applied after the update": _ADAM_CORE + """
+param = param - lr * m_hat / (v_hat.sqrt() + eps)
+return param * (1 - lr * weight_decay), m, v
+""",
+    "decay without the learning rate": _ADAM_CORE + """
+param = param * (1 - weight_decay)
+return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
+""",
+    "eps inside the square root": _ADAM_CORE + """
+param = param * (1 - lr * weight_decay)
+return param - lr * m_hat / (v_hat + eps).sqrt(), m, v
+""",
+    "no weight decay at all": _ADAM_CORE + "return param - lr * m_hat / (v_hat.sqrt() + eps), m, v",
+}
+
+
+def test_3_1_reference_passes():
+    assert run_exercise(NB3, "3.1", _ctx()).status == "passed"
+
+
+@pytest.mark.parametrize("wrong", WRONG_3_1.values(), ids=WRONG_3_1.keys())
+def test_3_1_rejects_wrong(wrong):
+    result = run_exercise(NB3, "3.1", _ctx(), solution=wrong)
+    assert result.status == "failed" and "Hint" in result.message
+
+
+WRONG_3_2 = {
+    "per-tensor clipping": """
+        norms = [g.norm() for g in grads]
+        total = torch.sqrt(sum(n * n for n in norms))
+        return [g * min(1.0, max_norm / (n.item() + 1e-6)) for g, n in zip(grads, norms)], total
+    """,
+    "always rescaled to max_norm (small gradients scaled up)": """
+        total = torch.sqrt(sum((g * g).sum() for g in grads))
+        return [g * max_norm / total for g in grads], total
+    """,
+    "sum of the tensors' norms": """
+        total = sum(g.norm() for g in grads)
+        return [g * min(1.0, max_norm / (total.item() + 1e-6)) for g in grads], total
+    """,
+    "clipping each value instead of the norm": """
+        total = torch.sqrt(sum((g * g).sum() for g in grads))
+        return [g.clamp(-max_norm, max_norm) for g in grads], total
+    """,
+    "norm after clipping returned": """
+        total = torch.sqrt(sum((g * g).sum() for g in grads))
+        clipped = [g * min(1.0, max_norm / (total.item() + 1e-6)) for g in grads]
+        return clipped, torch.sqrt(sum((g * g).sum() for g in clipped))
+    """,
+}
+
+
+def test_3_2_reference_passes():
+    assert run_exercise(NB3, "3.2", _ctx()).status == "passed"
+
+
+@pytest.mark.parametrize("wrong", WRONG_3_2.values(), ids=WRONG_3_2.keys())
+def test_3_2_rejects_wrong(wrong):
+    result = run_exercise(NB3, "3.2", _ctx(), solution=wrong)
+    assert result.status == "failed" and "Hint" in result.message
+
+
+@pytest.mark.parametrize("exercise", ["3.1", "3.2"])
+def test_nb3_stub_is_not_attempted(exercise):
+    assert run_exercise(NB3, exercise, _ctx(), solution=STUB).status == "not attempted"

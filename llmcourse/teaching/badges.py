@@ -55,9 +55,11 @@ def _update_notebook(file: Path, rel: str, repo: str, branch: str) -> bool:
     cells = nb["cells"]
     new = _badge_cell(rel, repo, branch)
     if cells and "badges" in cell_tags(cells[0]):
-        new["id"] = cells[0].get("id", "badges")
-        changed = cells[0] != new
-        cells[0] = new
+        # compare the text: a notebook on disk stores its source as a list of lines, the new cell as one string
+        changed = cell_source(cells[0]) != new["source"]
+        if changed:
+            new["id"] = cells[0].get("id", "badges")
+            cells[0] = new
     else:
         if nb.get("nbformat", 4) >= 4 and nb.get("nbformat_minor", 0) >= 5:
             new["id"] = "badges"
