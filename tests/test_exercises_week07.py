@@ -212,3 +212,176 @@ def test_unclean_history_fails(fork, wrong):
 def test_contribution_stubs_are_not_attempted(fork):
     assert run_exercise(NB2, "2.1", fork, solution=STUB).status == "not attempted"
     assert run_exercise(NB2, "2.2", fork, solution=STUB).status == "not attempted"
+
+
+# ---- 3.1 / 3.2 / 3.3 the real-library track: peft's own tests and linter judge every answer ---------------------
+NB3 = "week07/03_contributing_to_peft.ipynb"
+
+
+def _apply(exercise, context):
+    """Run the reference solution of `exercise` (its exercise cell, without the check): the state the next one needs."""
+    import re
+    from pathlib import Path
+
+    from exercise_harness import exercise_cells
+
+    exec(exercise_cells(NB3, exercise)[0], {**context, "Path": Path, "re": re})
+
+
+@pytest.fixture()
+def peft_fork(tmp_path):
+    import re
+    from pathlib import Path
+
+    from llmcourse.upstream import create_peft_upstream
+
+    upstream = create_peft_upstream(tmp_path)
+    repo = tmp_path / "peft"
+    _git("clone", "-q", str(upstream), str(repo), cwd=tmp_path)
+    _git("remote", "add", "upstream", str(upstream), cwd=repo)
+    _git("fetch", "-q", "upstream", cwd=repo)
+    _git("config", "user.name", "Test Learner", cwd=repo)
+    _git("config", "user.email", "learner@example.com", cwd=repo)
+    _git("switch", "-q", "-c", "validate-lora-dropout", cwd=repo)
+
+    def git(*args, cwd=None, check=True):
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+        assert done.returncode == 0 or not check, done.stderr
+        return (done.stdout + done.stderr).strip()
+
+    return {"REPO": repo, "UPSTREAM": upstream, "git": git, "Path": Path, "re": re}
+
+
+def _commit_and_conflict(ctx):
+    """The notebook's steps after 3.1: commit, upstream moves, rebase stops at the conflict."""
+    from llmcourse.upstream import move_upstream
+
+    repo = ctx["REPO"]
+    _git("commit", "-q", "-am", "FIX Validate lora_dropout in LoraConfig\n\nBody.", cwd=repo)
+    move_upstream(ctx["UPSTREAM"])
+    _git("fetch", "-q", "upstream", cwd=repo)
+    assert subprocess.run(["git", "rebase", "upstream/main"], cwd=repo, capture_output=True).returncode != 0
+
+
+@pytest.fixture()
+def conflicted(peft_fork):
+    _apply("3.1", peft_fork)
+    _commit_and_conflict(peft_fork)
+    return peft_fork
+
+
+@pytest.fixture()
+def reviewed(conflicted):
+    _apply("3.2", conflicted)
+    return conflicted | {"REVIEWED": _git("rev-parse", "HEAD", cwd=conflicted["REPO"]).strip()}
+
+
+FEATURE = """
+config = repo / "src" / "peft" / "tuners" / "lora" / "config.py"
+anchor = "        self.peft_type = PeftType.LORA\\n"
+config.write_text(config.read_text().replace(anchor, anchor + CHECK, 1))
+tests = repo / "tests" / "test_config.py"
+tests.write_text(tests.read_text() + TEST)
+"""
+GOOD_CHECK = ("        if not 0.0 <= self.lora_dropout < 1.0:\n"
+              "            raise ValueError(f\"`lora_dropout` must be in [0, 1), got {self.lora_dropout}.\")\n")
+PEFT_TEST = ("\n\nclass TestLoraDropoutValidation:\n    def test_lora_dropout_above_one_raises(self):\n"
+             "        with pytest.raises(ValueError):\n            LoraConfig(lora_dropout=1.5)\n")
+
+
+@pytest.mark.slow
+def test_peft_feature_reference_passes(peft_fork):
+    assert run_exercise(NB3, "3.1", peft_fork).status == "passed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("check_code, test_code, why", [
+    # rejects the default 0.0: every LoraConfig() breaks, and peft's own tests catch it
+    (GOOD_CHECK.replace("0.0 <= self", "0.0 < self"), PEFT_TEST, "peft's own tests"),
+    # only values above 1 are rejected: negatives still pass silently
+    ("        if self.lora_dropout > 1.0:\n            raise ValueError(\"bad lora_dropout\")\n", PEFT_TEST,
+     "lora_dropout=-0.1"),
+    # the test passes on upstream's code too: it proves nothing
+    (GOOD_CHECK, PEFT_TEST.replace("with pytest.raises(ValueError):\n            LoraConfig(lora_dropout=1.5)",
+                                   "assert LoraConfig(lora_dropout=0.5).lora_dropout == 0.5"), "do not fail on"),
+    # not formatted the project's way: peft's ruff format --check refuses it
+    (GOOD_CHECK, PEFT_TEST.replace("LoraConfig(lora_dropout=1.5)", "LoraConfig( lora_dropout = 1.5 )"), "ruff"),
+])
+def test_peft_feature_wrong_answers_fail(peft_fork, check_code, test_code, why):
+    result = run_exercise(NB3, "3.1", peft_fork | {"CHECK": check_code, "TEST": test_code}, solution=FEATURE)
+    assert result.status == "failed" and why in result.message, result.message
+
+
+@pytest.mark.slow
+def test_peft_conflict_reference_passes(conflicted):
+    assert run_exercise(NB3, "3.2", conflicted).status == "passed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wrong, why", [
+    # your side only (during a rebase, --theirs is the commit being replayed): the maintainer's check of r is lost,
+    # and the maintainer's own test of it, now part of peft's tests, fails
+    ('git("checkout", "--theirs", "src/peft/tuners/lora/config.py", cwd=repo)\n'
+     'git("add", "-A", cwd=repo)\ngit("-c", "core.editor=true", "rebase", "--continue", cwd=repo)',
+     "test_lora_config_r_must_be_positive"),
+    # upstream's side only: your check is lost, your own test fails among peft's
+    ('git("checkout", "--ours", "src/peft/tuners/lora/config.py", cwd=repo)\n'
+     'git("add", "-A", cwd=repo)\ngit("-c", "core.editor=true", "rebase", "--continue", cwd=repo)', "fail on"),
+    # markers committed as they are
+    ('git("add", "-A", cwd=repo)\ngit("-c", "core.editor=true", "rebase", "--continue", cwd=repo)', "marker"),
+    # gave up: the branch still sits on the old upstream
+    ('git("rebase", "--abort", cwd=repo)', "does not sit on"),
+])
+def test_peft_conflict_wrong_answers_fail(conflicted, wrong, why):
+    result = run_exercise(NB3, "3.2", conflicted, solution=wrong)
+    assert result.status == "failed" and why in result.message, result.message
+
+
+@pytest.mark.slow
+def test_peft_review_reference_passes(reviewed):
+    assert run_exercise(NB3, "3.3", reviewed).status == "passed"
+
+
+REVIEW = """
+config = repo / "src" / "peft" / "tuners" / "lora" / "config.py"
+config.write_text(config.read_text().replace('raise ValueError("`lora_dropout` must be in [0, 1).")', MESSAGE))
+tests = repo / "tests" / "test_config.py"
+tests.write_text(tests.read_text().split("\\n\\nclass TestLoraDropoutValidation")[0] + TEST)
+git("commit", "-q", "-a", *AMEND, cwd=repo)
+"""
+VALUE_MESSAGE = 'raise ValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout}.")'
+BOTH_SIDES = ("\n\nclass TestLoraDropoutValidation:\n"
+              "    @pytest.mark.parametrize(\"p\", [-0.1, 1.0, 1.5])\n"
+              "    def test_bad_lora_dropout_raises(self, p):\n"
+              "        with pytest.raises(ValueError):\n            LoraConfig(lora_dropout=p)\n")
+VALID = ("\n    @pytest.mark.parametrize(\"p\", [0.0, 0.5])\n    def test_good_lora_dropout_is_kept(self, p):\n"
+         "        assert LoraConfig(lora_dropout=p).lora_dropout == p\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("message, test_code, amend, why", [
+    # the message still does not name the value
+    ('raise ValueError("`lora_dropout` must be in [0, 1).")'.replace("[0, 1).", "[0, 1), see the docs."),
+     BOTH_SIDES + VALID, ["--amend", "--no-edit"], "does not name the value"),
+    # the test still tries one side only: a check that lets negatives through passes it
+    (VALUE_MESSAGE, BOTH_SIDES.replace("[-0.1, 1.0, 1.5]", "[1.0, 1.5]") + VALID, ["--amend", "--no-edit"],
+     "lets negatives through"),
+    # no test of valid values: a check that rejects everything passes it
+    (VALUE_MESSAGE, BOTH_SIDES, ["--amend", "--no-edit"], "rejects valid values"),
+    # a second commit instead of amending the reviewed one
+    (VALUE_MESSAGE, BOTH_SIDES + VALID, ["-m", "Address review"], "2 commits"),
+])
+def test_peft_review_wrong_answers_fail(reviewed, message, test_code, amend, why):
+    ctx = reviewed | {"MESSAGE": message, "TEST": test_code, "AMEND": amend}
+    result = run_exercise(NB3, "3.3", ctx, solution=REVIEW)
+    assert result.status == "failed" and why in result.message, result.message
+
+
+def test_peft_stubs_are_not_attempted(peft_fork):
+    assert run_exercise(NB3, "3.1", peft_fork, solution=STUB).status == "not attempted"
+    _apply("3.1", peft_fork)
+    _commit_and_conflict(peft_fork)
+    assert run_exercise(NB3, "3.2", peft_fork, solution=STUB).status == "not attempted"
+    _apply("3.2", peft_fork)
+    head = _git("rev-parse", "HEAD", cwd=peft_fork["REPO"]).strip()
+    assert run_exercise(NB3, "3.3", peft_fork | {"REVIEWED": head}, solution=STUB).status == "not attempted"

@@ -67,22 +67,173 @@ def test_zero_stub_is_not_attempted():
     assert run_exercise(NB1, "1.2", solution=STUB).status == "not attempted"
 
 
-# ---- 2.1 answer-only labels, 2.2 the served function --------------------------------------------------------------
+# ---- 1.3 ZeRO-1 ownership, 1.4 the GPipe timeline -------------------------------------------------------------
+@pytest.fixture()
+def zero_context():
+    single = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    owned = [["0.weight"], ["0.bias", "2.weight", "2.bias"]]  # what the two ranks of the notebook's run reported
+    return {"single": single, "par": [{"ZeRO-1": {"owned": names}} for names in owned], "WORLD_SIZE": 2}
+
+
+def test_partition_reference_passes(zero_context):
+    assert run_exercise(NB1, "1.3", zero_context).status == "passed"
+
+
+@pytest.mark.parametrize("wrong", [
+    "return [i % world_size for i in range(len(sizes))]",  # round robin, sizes ignored
+    "owned, owner = [0] * world_size, []\n"
+    "for n in sizes:\n"
+    "    r = owned.index(min(owned))\n"
+    "    owner.append(r)\n"
+    "    owned[r] += n\n"
+    "return owner",  # greedy in the model's order, not largest first
+    "order = sorted(range(len(sizes)), key=lambda i: sizes[i])\n"
+    "owned, owner = [0] * world_size, [None] * len(sizes)\n"
+    "for i in order:\n"
+    "    r = owned.index(min(owned))\n"
+    "    owner[i] = r\n"
+    "    owned[r] += sizes[i]\n"
+    "return owner",  # smallest first
+    "chunk = -(-len(sizes) // world_size)\n"
+    "return [i // chunk for i in range(len(sizes))]",  # contiguous blocks of tensors
+])
+def test_partition_wrong_answers_fail(zero_context, wrong):
+    assert run_exercise(NB1, "1.3", zero_context, solution=wrong).status == "failed"
+
+
+def test_partition_stub_is_not_attempted(zero_context):
+    assert run_exercise(NB1, "1.3", zero_context, solution=STUB).status == "not attempted"
+
+
+@pytest.fixture()
+def pipeline_context():
+    log = ["F0", "F1", "F2", "F3", "B0", "B1", "B2", "B3"]  # each rank's order of work in the notebook's run
+    return {"par": [{"pipeline": {"log": list(log)}} for _ in range(2)], "WORLD_SIZE": 2, "MICRO_BATCHES": 4}
+
+
+def test_timeline_reference_passes(pipeline_context):
+    assert run_exercise(NB1, "1.4", pipeline_context).status == "passed"
+
+
+TIMELINE = ("first = n_micro + n_stages - 1\n"
+            "slots = [[''] * n_stages for _ in range(2 * first)]\n"
+            "for s in range(n_stages):\n"
+            "    for m in range(n_micro):\n")
+
+
+@pytest.mark.parametrize("wrong", [
+    TIMELINE + "        slots[m][s] = f'F{m}'\n"
+    "        slots[first + m][s] = f'B{m}'\n"
+    "return slots",  # no stagger: a stage starts before the previous one has sent its activations
+    TIMELINE + "        slots[s + m][s] = f'F{m}'\n"
+    "        slots[first + m][s] = f'B{m}'\n"
+    "return slots",  # backward not staggered: gradients do not need to travel back
+    TIMELINE + "        slots[s + m][s] = f'F{m}'\n"
+    "        slots[first + (n_stages - 1 - s) + (n_micro - 1 - m)][s] = f'B{m}'\n"
+    "return slots",  # backwards in reverse order: not what the run did
+    TIMELINE.replace("range(2 * first)", "range(2 * first + 1)") + "        slots[s + m][s] = f'F{m}'\n"
+    "        slots[first + 1 + (n_stages - 1 - s) + m][s] = f'B{m}'\n"
+    "return slots",  # one idle slot too many before the backwards
+])
+def test_timeline_wrong_answers_fail(pipeline_context, wrong):
+    assert run_exercise(NB1, "1.4", pipeline_context, solution=wrong).status == "failed"
+
+
+def test_timeline_stub_is_not_attempted(pipeline_context):
+    assert run_exercise(NB1, "1.4", pipeline_context, solution=STUB).status == "not attempted"
+
+
+# ---- 2.1 the training example (cut the text, never the template), 2.2 the served function --------------------------
+CAPSTONE_SAMPLES = {  # (text, label id or answer) per task: a short text and one longer than any SEQ_LEN allows
+    "sentiment_en": [("I love it", 1), ("worst service ever, " * 40, 0)],
+    "sentiment_zh": [("很好用", 1), ("质量太差了，用了两天就坏了，客服也不理人。" * 20, 0)],
+    "arithmetic": None,  # filled from llmcourse.tasks.arithmetic_problems, plus a long question
+}
+
+
+def notebook_cell(notebook, cell_id):
+    from exercise_harness import ROOT
+
+    from llmcourse.teaching.notebooks import cell_source, read_notebook
+
+    return next(cell_source(c) for c in read_notebook(ROOT / notebook).cells if c.get("id") == cell_id)
+
+
 @pytest.fixture(scope="module")
-def capstone_context():
+def smollm2_tokenizer():
     from transformers import AutoTokenizer
 
     import llmcourse
 
-    tokenizer = AutoTokenizer.from_pretrained(llmcourse.resolve("HuggingFaceTB/SmolLM2-135M-Instruct"))
+    return AutoTokenizer.from_pretrained(llmcourse.resolve("HuggingFaceTB/SmolLM2-135M-Instruct"))
 
-    def prompt(text):
-        messages = [{"role": "system", "content": "You label the sentiment of short texts."},
-                    {"role": "user", "content": f"Is this positive or negative?\n\n{text[:280]}"}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    return {"torch": torch, "tokenizer": tokenizer, "prompt": prompt, "LABELS": ["negative", "positive"],
-            "SEQ_LEN": 48}
+def capstone_task(tokenizer, name):
+    """The notebook's own TASKS, chat_parts and prompt_ids for task `name`, with a few examples of it."""
+    from llmcourse.tasks import arithmetic_problems
+
+    ns = {}
+    exec(notebook_cell(NB2, "c4a7e1f0"), ns)  # TASKS and chat_parts
+    task = ns["TASKS"][name]
+    head, tail = ns["chat_parts"](tokenizer, task)
+    if task["labels"]:
+        samples = [(text, task["labels"][y]) for text, y in CAPSTONE_SAMPLES[name]]
+    else:
+        problems = arithmetic_problems(3, seed=0)
+        samples = [(p["question"], str(p["answer"])) for p in problems]
+        samples.append((" ".join(p["question"] for p in arithmetic_problems(10, seed=1)), "1234"))
+    ctx = {"torch": torch, "tokenizer": tokenizer, "HEAD": head, "TAIL": tail, "SEQ_LEN": task["seq_len"],
+           "END": tokenizer.convert_tokens_to_ids("<|im_end|>"), "LABELS": task["labels"],
+           "train_texts": [t for t, _ in samples], "train_y": [a for _, a in samples], "answer_text": str}
+    exec(notebook_cell(NB2, "b7d2e5a1").replace("print(", "str("), ctx)  # ANSWER_ROOM, TEXT_ROOM, prompt_ids
+    return ctx, samples
+
+
+def assert_well_built(make_example, ctx, samples):
+    """Every example keeps the whole template and its answer, fits SEQ_LEN, and trains on the answer only."""
+    head, tail, tok = ctx["HEAD"], ctx["TAIL"], ctx["tokenizer"]
+    for text, answer in samples:
+        ex = make_example(text, answer)
+        ids, labels = ex["input_ids"], ex["labels"]
+        ans = tok.encode(answer) + [ctx["END"]]
+        assert len(ids) == len(labels) <= ctx["SEQ_LEN"]
+        assert ids[:len(head)] == head, "the system prompt and instruction were cut"
+        assert ids[-len(ans) - len(tail):] == tail + ans, "the chat's tail or the answer is missing"
+        kept = ids[len(head):-len(ans) - len(tail)]
+        assert kept and kept == tok.encode(text)[:len(kept)], "the text is not the start of the text"
+        assert labels == [-100] * (len(ids) - len(ans)) + ans
+
+
+OLD_LEFT_CUT = (  # the capstone's first version: cut the whole prompt from the left, losing the template
+    "answer_ids = tokenizer.encode(answer) + [END]\n"
+    "prompt = (HEAD + tokenizer.encode(text) + TAIL)[-(SEQ_LEN - len(answer_ids)):]\n"
+    "return {'input_ids': prompt + answer_ids, 'labels': [-100] * len(prompt) + answer_ids}")
+
+
+def reference_make_example(ctx, solution=None):
+    from exercise_harness import exercise_cells
+
+    from llmcourse.teaching.notebooks import replace_solution
+
+    src = exercise_cells(NB2, "2.1")[0]
+    ns = dict(ctx)
+    exec(replace_solution(src, solution) if solution else src, ns)
+    return ns["make_example"]
+
+
+@pytest.mark.parametrize("name", ["sentiment_en", "sentiment_zh", "arithmetic"])
+def test_every_task_builds_examples_with_the_template_and_the_answer(smollm2_tokenizer, name):
+    ctx, samples = capstone_task(smollm2_tokenizer, name)
+    assert_well_built(reference_make_example(ctx), ctx, samples)
+    assert run_exercise(NB2, "2.1", ctx).status == "passed"
+    if name == "sentiment_en":  # the template is long enough that cutting the whole sequence loses it
+        with pytest.raises(AssertionError, match="system prompt and instruction were cut"):
+            assert_well_built(reference_make_example(ctx, OLD_LEFT_CUT), ctx, samples)
+
+
+@pytest.fixture(scope="module")
+def capstone_context(smollm2_tokenizer):
+    return capstone_task(smollm2_tokenizer, "sentiment_en")[0]
 
 
 def test_make_example_reference_passes(capstone_context):
@@ -90,19 +241,27 @@ def test_make_example_reference_passes(capstone_context):
 
 
 @pytest.mark.parametrize("wrong", [
+    OLD_LEFT_CUT,
+    # cut the whole sequence from the right: long examples lose their answer
+    "answer_ids = tokenizer.encode(answer) + [END]\n"
+    "prompt = HEAD + tokenizer.encode(text) + TAIL\n"
+    "return {'input_ids': (prompt + answer_ids)[:SEQ_LEN], 'labels': ([-100] * len(prompt) + answer_ids)[:SEQ_LEN]}",
     # labels not masked: the model would also learn to write the prompt
-    "answer = tokenizer.encode(LABELS[label]) + [tokenizer.convert_tokens_to_ids('<|im_end|>')]\n"
-    "ids = (tokenizer.encode(prompt(text)) + answer)[-SEQ_LEN:]\n"
-    "return {'input_ids': ids, 'labels': list(ids)}",
-    # cut from the right: long examples lose their answer
-    "answer = tokenizer.encode(LABELS[label]) + [tokenizer.convert_tokens_to_ids('<|im_end|>')]\n"
-    "p = tokenizer.encode(prompt(text))\n"
-    "ids, labs = (p + answer)[:SEQ_LEN], ([-100] * len(p) + answer)[:SEQ_LEN]\n"
-    "return {'input_ids': ids, 'labels': labs}",
+    "answer_ids = tokenizer.encode(answer) + [END]\n"
+    "prompt = prompt_ids(text, room=SEQ_LEN - len(HEAD) - len(TAIL) - len(answer_ids))\n"
+    "return {'input_ids': prompt + answer_ids, 'labels': list(prompt + answer_ids)}",
+    # off by one: the room forgets the end-of-turn token, so long examples are SEQ_LEN + 1 tokens
+    "answer_ids = tokenizer.encode(answer) + [END]\n"
+    "prompt = prompt_ids(text, room=SEQ_LEN - len(HEAD) - len(TAIL) - len(tokenizer.encode(answer)))\n"
+    "return {'input_ids': prompt + answer_ids, 'labels': [-100] * len(prompt) + answer_ids}",
     # no end-of-turn token: the model never learns to stop
-    "answer = tokenizer.encode(LABELS[label])\n"
-    "p = tokenizer.encode(prompt(text))[-(SEQ_LEN - 1):]\n"
-    "return {'input_ids': p + answer, 'labels': [-100] * len(p) + answer}",
+    "answer_ids = tokenizer.encode(answer)\n"
+    "prompt = prompt_ids(text, room=SEQ_LEN - len(HEAD) - len(TAIL) - len(answer_ids))\n"
+    "return {'input_ids': prompt + answer_ids, 'labels': [-100] * len(prompt) + answer_ids}",
+    # the default room of a one-word answer: a longer answer overflows SEQ_LEN
+    "answer_ids = tokenizer.encode(answer) + [END]\n"
+    "prompt = prompt_ids(text)\n"
+    "return {'input_ids': prompt + answer_ids, 'labels': [-100] * len(prompt) + answer_ids}",
 ])
 def test_make_example_wrong_answers_fail(capstone_context, wrong):
     assert run_exercise(NB2, "2.1", capstone_context, solution=wrong).status == "failed"
@@ -131,8 +290,9 @@ class FakeModel:
 @pytest.fixture()
 def served_context(capstone_context):
     texts = ["I love this", "this is awful", "love it", "meh, broken again"]
-    return capstone_context | {"merged": FakeModel(capstone_context["tokenizer"]), "held_out": {"text": texts},
-                               "pred_after": torch.tensor([1, 0, 1, 0])}
+    return capstone_context | {"merged": FakeModel(capstone_context["tokenizer"]), "test_texts": texts,
+                               "MAX_NEW_TOKENS": 2, "pred_after": torch.tensor([1, 0, 1, 0]),
+                               "as_number": lambda reply: -1}
 
 
 def test_endpoint_reference_passes(served_context):
@@ -141,13 +301,13 @@ def test_endpoint_reference_passes(served_context):
 
 @pytest.mark.parametrize("wrong", [
     # decodes the prompt too
-    "enc = tokenizer(prompt(text), return_tensors='pt')\n"
-    "out = merged.generate(**enc, max_new_tokens=3, do_sample=False)\n"
+    "ids = torch.tensor([prompt_ids(text)])\n"
+    "out = merged.generate(input_ids=ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)\n"
     "return tokenizer.decode(out[0], skip_special_tokens=True).strip().lower()",
     # keeps <|im_end|> and the leading space
-    "enc = tokenizer(prompt(text), return_tensors='pt')\n"
-    "out = merged.generate(**enc, max_new_tokens=3, do_sample=False)\n"
-    "return tokenizer.decode(out[0, enc['input_ids'].shape[1]:])",
+    "ids = torch.tensor([prompt_ids(text)])\n"
+    "out = merged.generate(input_ids=ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)\n"
+    "return tokenizer.decode(out[0, ids.shape[1]:])",
     "return 'positive'",  # a constant answer disagrees with the model's scores
 ])
 def test_endpoint_wrong_answers_fail(served_context, wrong):

@@ -343,6 +343,23 @@ def test_graded_notebook_takes_the_reference_checks():
     assert all(c.metadata["llmcourse_grader"]["nonce"] == "n0nce" for c in checks)
 
 
+def test_a_cell_interrupted_at_the_time_limit_is_a_timeout_not_an_error():
+    """At its time limit the run interrupts the kernel: the cell then running shows a KeyboardInterrupt. That is the
+    time limit's doing (status timeout); the same error in a run that did not time out stays an error."""
+    from llmcourse.teaching.grading.verdicts import read_verdicts
+
+    refs = reference_exercises(nbformat.read(FIXTURE, as_version=4), POINTS)
+    graded, notes = build_graded_notebook(student_copy(), refs, "n0nce")
+    check12 = next(c for c in graded.cells if c.metadata.get("llmcourse_grader", {}).get("role") == "check"
+                   and c.metadata["llmcourse_grader"]["exercise"] == "1.2")
+    check12.outputs = [nbformat.v4.new_output("error", ename="KeyboardInterrupt", evalue="", traceback=[])]
+    timed_out = read_verdicts(graded, refs, notes, "n0nce", "timeout", "a cell ran past the limit of 6 s.")
+    assert [(r["exercise"], r["status"]) for r in timed_out][1] == ("1.2", "timeout")
+    assert timed_out[1]["message"] == "a cell ran past the limit of 6 s."
+    stopped = read_verdicts(graded, refs, notes, "n0nce", "error", "cell 7 raised KeyboardInterrupt: ")
+    assert stopped[1]["status"] == "error" and "KeyboardInterrupt" in stopped[1]["message"]
+
+
 def test_suspicious_code_is_flagged():
     nb = student_copy()
     insert_after(nb, "data", TAMPER_PATCH)

@@ -79,3 +79,17 @@ def test_stopped_server_frees_its_port_and_refuses_public_hosts():
         ask(url, "hi", timeout=2)
     with pytest.raises(ConfigError, match="loopback"):
         serve(lambda prompt: "x", host="0.0.0.0")
+
+
+def test_root_serves_the_demo_page_or_a_given_one():
+    from llmcourse.serve import demo_page
+
+    with serve(lambda prompt: "x", name="tweet <sentiment>") as server:
+        with urllib.request.urlopen(server.url + "/", timeout=10) as response:
+            assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+            page = response.read().decode()
+        assert page == demo_page("tweet <sentiment>")
+        assert "<title>tweet &lt;sentiment&gt;</title>" in page and 'fetch("/generate"' in page
+    with serve(lambda prompt: "x", page="<p>mine</p>") as server:
+        with urllib.request.urlopen(server.url + "/index.html", timeout=10) as response:
+            assert response.read() == b"<p>mine</p>"

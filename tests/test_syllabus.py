@@ -35,15 +35,19 @@ def test_runtimes_fit_the_ci_budget():
     # is the longest at 7)
     assert all(0 < nb.runtime_min <= 7.5 for nb in SYLLABUS["notebooks"])
     # declared runtimes are ceilings rounded up to half minutes (CI fails a notebook at 1.5x its own). Full CI runs
-    # measured 63.8 min with 48.5 declared and 52.4 min with 54 declared: every declared minute costs at most about
-    # one minute of CI, which must stay under 70 minutes
-    assert total <= 60, f"declared notebook runtimes add up to {total} min: CI has room for about 60"
+    # measured 63.8 min with 48.5 declared, 52.4 min with 54 and 74.2 min with 59 (a slower runner; 14 of those
+    # minutes were unit tests, since cut by caching the 5 s bitsandbytes probe that every kernel's setup() paid):
+    # every declared minute costs about one minute of CI, which must stay under 70 minutes
+    assert total <= 63, f"declared notebook runtimes add up to {total} min: CI has room for about 63"
     # weeks 1-2 (tokens, attention, deep-learning essentials, a GPT of one's own, the transformers library) share 14
     weeks_1_2 = sum(nb.runtime_min for nb in SYLLABUS["notebooks"] if nb.path.startswith(("week01/", "week02/")))
     assert weeks_1_2 <= 14, f"weeks 1-2 declare {weeks_1_2} min of notebooks: their budget is 14"
     # weeks 3-4 (small models, fine-tuning, compression, LoRA/QLoRA, data preparation) share 24 minutes
     weeks_3_4 = sum(nb.runtime_min for nb in SYLLABUS["notebooks"] if nb.path.startswith(("week03/", "week04/")))
     assert weeks_3_4 <= 24, f"weeks 3-4 declare {weeks_3_4} min of notebooks: their budget is 24"
+    # weeks 7-8 (reading library code, contributing to wordstats and to peft, parallel training, the capstone) share 14
+    weeks_7_8 = sum(nb.runtime_min for nb in SYLLABUS["notebooks"] if nb.path.startswith(("week07/", "week08/")))
+    assert weeks_7_8 <= 14, f"weeks 7-8 declare {weeks_7_8} min of notebooks: their budget is 14"
 
 
 @pytest.mark.parametrize("path", LISTED)

@@ -78,6 +78,8 @@ def _verdict(cell, exercise_cell, ex: RefExercise, note: str, run_status: str, r
                 return "error", f"the exercise cell raised {err[0]}: {err[1]}"
         return b["status"], str(b.get("message", ""))
     err = _error_text(outputs)
+    if err and err[0] == "KeyboardInterrupt" and run_status == "timeout":
+        return "timeout", run_message  # the kernel was interrupted at the time limit while this cell ran
     if err:
         return ("memory" if err[0] == "MemoryError" else "error"), f"the check cell raised {err[0]}: {err[1]}"
     if run_status == "completed":
