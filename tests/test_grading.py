@@ -1,7 +1,9 @@
 """`llmcourse grade` on sample submissions built from the student copy of tests/fixtures/grading_sample.ipynb.
 
-The batch has one submission per way a notebook can go wrong. It is graded twice (--jobs 2, then --jobs 1) and each
-submission must get the expected status and score both times; --jobs 2 must take at most 0.6x the time of --jobs 1.
+The batch has one submission per way a notebook can go wrong. It is graded once with --jobs 2: each submission must get
+the expected status and score, and the batch's wall time must be at most 0.6x the sum of the submissions' own times
+(one job at a time would give 1.0x or more; a 2-core machine measured --jobs 1 at 93.5 s and --jobs 2 at 43.5 s).
+The one-job path is graded by test_interrupted_batch_resumes (the command line with --jobs 1).
 Another test kills a batch mid-way and checks that the rerun keeps what was finished and grades only the rest.
 """
 
@@ -219,15 +221,13 @@ def timeout(tmp_path_factory) -> float:
 def batch(tmp_path_factory, timeout):
     folder = tmp_path_factory.mktemp("grading")
     subs = submissions(folder / "submitted")
-    timings = {}
-    for jobs in (2, 1):
-        start = time.monotonic()
-        grade(subs, FIXTURE, out=folder / f"grades_jobs{jobs}", jobs=jobs, timeout=timeout, memory_gib=MEMORY_GIB,
-              progress=False)
-        timings[jobs] = time.monotonic() - start
-    print(f"\nbatch of {len(subs)} submissions, timeout {timeout:.0f} s: --jobs 1 {timings[1]:.1f} s, --jobs 2 "
-          f"{timings[2]:.1f} s, ratio {timings[2] / timings[1]:.2f}")
-    return folder, subs, timings, timeout
+    start = time.monotonic()
+    grade(subs, FIXTURE, out=folder / "grades_jobs2", jobs=2, timeout=timeout, memory_gib=MEMORY_GIB, progress=False)
+    wall = time.monotonic() - start
+    own = sum(float(r["seconds"]) for r in read_csv(folder / "grades_jobs2" / "summary.csv"))
+    print(f"\nbatch of {len(subs)} submissions, timeout {timeout:.0f} s, --jobs 2: {wall:.1f} s of wall time for "
+          f"{own:.1f} s of submissions' own time, ratio {wall / own:.2f}")
+    return folder, subs, {"wall": wall, "own": own}, timeout
 
 
 @pytest.mark.slow
@@ -235,18 +235,13 @@ def batch(tmp_path_factory, timeout):
 def test_every_submission_gets_its_status_and_score(batch):
     folder, _, _, _ = batch
     assert_expected(folder / "grades_jobs2")
-    assert_expected(folder / "grades_jobs1")
 
 
 @pytest.mark.slow
 @pytest.mark.platform("linux", "darwin")
-def test_two_jobs_take_at_most_0_6_of_one(batch):
+def test_two_jobs_run_side_by_side(batch):
     _, _, timings, _ = batch
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if timings[2] > 0.6 * timings[1] and load > 4 * cores:  # other work took most of the CPU: nothing to judge
-        pytest.skip(f"machine oversubscribed (load {load:.0f} on {cores} cores): jobs 2 / jobs 1 = "
-                    f"{timings[2]:.0f} s / {timings[1]:.0f} s = {timings[2] / timings[1]:.2f}, not judged")
-    assert timings[2] <= 0.6 * timings[1], timings
+    assert timings["wall"] <= 0.6 * timings["own"], timings  # one at a time: wall >= own
 
 
 @pytest.mark.slow
