@@ -6,7 +6,9 @@
   week05/01 to score generated digits). The first call trains it (about 10 s on a 2-core CPU) and caches it.
 - `DigitCLIP`, `train_clip` and `clip_model` are the CLIP-style model of `week06/01_clip_from_scratch.ipynb`
   (a small CNN image encoder and the frozen all-MiniLM-L6-v2 text encoder with a projection, trained with the
-  symmetric InfoNCE loss). `week06/02_text_to_image.ipynb` calls `clip_model()` to get the same model.
+  symmetric InfoNCE loss), trained on all ten digits. `week06/02_text_to_image.ipynb` calls `clip_model()`;
+  `week06/01_clip_from_scratch.ipynb` trains the same architecture in the open with digits 8 and 9 held out.
+- `guided_sample` is the classifier-free-guided sampling loop of `week06/02_text_to_image.ipynb` (its exercise 2.2).
 - `show_grid` draws a batch of images as one picture; `frechet_distance` compares two sets of features.
 
     >>> clf = digit_classifier()                 # trained once, then read from the cache
@@ -41,6 +43,7 @@ __all__ = [
     "clip_model",
     "digit_classifier",
     "frechet_distance",
+    "guided_sample",
     "info_nce",
     "mnist_tensors",
     "precision_at_k",
@@ -268,6 +271,26 @@ def clip_model(**overrides: Any) -> DigitCLIP:
     model = train_clip(**overrides)
     _save_atomic(model.state_dict(), path)
     return model
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+@torch.no_grad()
+def guided_sample(eps_model: Any, scheduler: Any, cond: torch.Tensor, null: torch.Tensor, scale: float,
+                  steps: int = 20, seed: int = 0, size: int = 16) -> torch.Tensor:
+    """Classifier-free-guided sampling of week06/02 (the reference of its exercise 2.2), unclamped.
+
+    `eps_model(x, t, tokens)` predicts the noise; `cond` (B, tokens, D) are the prompts and `null` (1, tokens, D) the
+    empty prompt; `scheduler` is a diffusers scheduler (DDIM in week 6). Each step runs the unconditional and the
+    conditional prediction as one batch and moves `scale` times their difference from the unconditional one.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    scheduler.set_timesteps(steps)
+    x = torch.randn(len(cond), 1, size, size, generator=gen)
+    both = torch.cat([null.expand(len(cond), *null.shape[1:]), cond])  # empty prompts, then the prompts
+    for t in scheduler.timesteps:
+        eps_uncond, eps_cond = eps_model(torch.cat([x, x]), t, both).chunk(2)
+        x = scheduler.step(eps_uncond + scale * (eps_cond - eps_uncond), t, x).prev_sample
+    return x
 
 
 # ------------------------------------------------------------------------------------------------ measuring
