@@ -1,12 +1,15 @@
-"""Week 2.1's training cell in JupyterLab (Chromium) against the same cell headless, under each thread setting.
+"""A training cell in JupyterLab (Chromium) against the same cell headless, under each thread setting.
 
-    python -m benchmarks.jupyterlab_threads [--steps 150] [--json FILE]
+    python -m benchmarks.jupyterlab_threads [--workload gpt|lora] [--steps N] [--repeats 3] [--json FILE]
 
-The notebook is copied up to its training cell, with NUM_STEPS set to --steps and one cell added first that records
-every cell's wall time from inside the kernel (IPython's pre/post_run_cell events), so the browser and headless runs
-are timed the same way. Each setting runs in a fresh kernel: the course's thread policy (LLMCOURSE_THREADS unset),
-torch's default (all physical cores) and one thread fewer. JupyterLab, its progress-bar widgets and Chromium share the
-machine with the kernel, as on a learner's laptop.
+Workloads: `gpt` is week 2.1's training cell (many small ops, 150 steps by default); `lora` is week 4.1's LoRA cell
+on SmolLM2-135M (a few big matmuls: loading the model, its held-out loss and 10 LoRA steps at one learning rate, full
+fine-tuning skipped). The notebook is copied up to that cell, with its step count set to --steps and one cell added
+first that records every cell's wall time from inside the kernel (IPython's pre/post_run_cell events), so the browser
+and headless runs are timed the same way. Each setting runs in a fresh kernel: the course's thread policy
+(LLMCOURSE_THREADS unset), torch's default (all physical cores) and one thread fewer. JupyterLab, its progress-bar
+widgets and Chromium share the machine with the kernel, as on a learner's laptop. With --repeats the settings take
+turns, and the table gives each one's median with its range over the repeats.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = "week02/01_tiny_gpt_from_scratch.ipynb"
-TRAIN_MARK = "history = train(model, NUM_STEPS"
+WORKLOADS = {  # name: (notebook, a line of the timed cell, parameters to set ("{steps}": --steps), default steps)
+    "gpt": ("week02/01_tiny_gpt_from_scratch.ipynb", "history = train(model, NUM_STEPS", {"NUM_STEPS": "{steps}"},
+            150),
+    "lora": ("week04/01_lora_and_qlora.ipynb", 'for lr in tqdm(LRS_LORA, desc="LoRA")',
+             {"STEPS": "{steps}", "LRS_FULL": "[]", "LRS_LORA": "[2e-4]"}, 10),
+}
 TIMER = '''import json as _json, os as _os, time as _time
 _cell_log = _os.environ["LLMCOURSE_CELL_LOG"]
 _clock = {}
@@ -34,30 +41,35 @@ def _post(result):
     with open(_cell_log, "a") as f:
         seconds = _time.perf_counter() - _clock["start"]
         threads = __import__("torch").get_num_threads() if "torch" in __import__("sys").modules else None
-        f.write(_json.dumps({"source": _clock["source"][:200], "seconds": seconds, "threads": threads}) + "\\n")
+        f.write(_json.dumps({"source": _clock["source"][:4000], "seconds": seconds, "threads": threads}) + "\\n")
 get_ipython().events.register("pre_run_cell", _pre)
 get_ipython().events.register("post_run_cell", _post)'''
 
 
-def prepare(folder: Path, steps: int) -> str:
+def prepare(folder: Path, workload: str, steps: int) -> str:
     """Write the shortened notebook with its timer cell into `folder`; returns its relative path."""
-    nb = nbformat.read(ROOT / NOTEBOOK, as_version=4)
-    last = next(i for i, c in enumerate(nb.cells) if TRAIN_MARK in c.source)
+    notebook, mark, params, _ = WORKLOADS[workload]
+    nb = nbformat.read(ROOT / notebook, as_version=4)
+    last = next(i for i, c in enumerate(nb.cells) if mark in c.source)
     cells = nb.cells[: last + 1]
     for c in cells:
         c.outputs = [] if c.cell_type == "code" else c.get("outputs")
         if "parameters" in c.get("metadata", {}).get("tags", []):
-            c.source = re.sub(r"^NUM_STEPS = \d+", f"NUM_STEPS = {steps}", c.source, flags=re.M)
+            for name, value in params.items():
+                c.source, n = re.subn(rf"^{name} = [^#\n]*", f"{name} = {value.format(steps=steps)}  ", c.source,
+                                      flags=re.M)
+                if n != 1:
+                    raise RuntimeError(f"{notebook}: parameter {name} not found once in its parameters cell")
     nb.cells = [nbformat.v4.new_code_cell(TIMER), *cells]
-    (folder / "week02").mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, folder / NOTEBOOK)
-    return NOTEBOOK
+    (folder / notebook).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / notebook)
+    return notebook
 
 
-def training_cell(log: Path) -> dict:
-    """The training cell's row of the kernel's log: seconds, and the torch threads it ran with."""
+def training_cell(log: Path, workload: str) -> dict:
+    """The timed cell's row of the kernel's log: seconds, and the torch threads it ran with."""
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    return next(r for r in rows if TRAIN_MARK in r["source"])
+    return next(r for r in rows if WORKLOADS[workload][1] in r["source"])
 
 
 def run_headless(folder: Path, notebook: str, env: dict[str, str]) -> None:
@@ -92,13 +104,25 @@ def run_browser(folder: Path, notebook: str, env: dict[str, str]) -> None:
             browser.close()
 
 
+def _stats(values: list[float]) -> str:
+    import statistics
+
+    med = statistics.median(values)
+    return f"{med:.1f}" if len(values) == 1 else f"{med:.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=150, help="NUM_STEPS for the training cell")
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="gpt", help="which training cell to time")
+    parser.add_argument("--steps", type=int, help="training steps in the timed cell (gpt: 150, lora: 10)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of every setting, headless and in JupyterLab")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
+    import statistics
+
     from llmcourse.threads import physical_cores
 
+    steps = args.steps or WORKLOADS[args.workload][3]
     cores = physical_cores()
     settings = {"policy": None, f"{cores} (default)": str(cores)}
     if cores > 1:
@@ -106,32 +130,40 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        notebook = prepare(folder, args.steps)
-        for where, run in (("headless", run_headless), ("JupyterLab", run_browser)):
-            for name, value in settings.items():
-                log = folder / f"cells-{where}-{len(rows)}.jsonl"
-                env = {"LLMCOURSE_CELL_LOG": str(log), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-                if value is not None:
-                    env["LLMCOURSE_THREADS"] = value
-                start = time.perf_counter()
-                run(folder, notebook, env)
-                cell = training_cell(log)
-                row = {"where": where, "threads": name, "train_s": cell["seconds"], "used": cell["threads"],
-                       "wall_s": time.perf_counter() - start}
-                rows.append(row)
-                print(f"  {where:<10} {name:<14} training cell {row['train_s']:6.1f} s with {row['used']} threads "
-                      f"(run {row['wall_s']:.0f} s)", file=sys.stderr, flush=True)
-    by = {(r["where"], r["threads"]): r["train_s"] for r in rows}
-    print(f"\nWeek 2.1 training cell ({args.steps} steps), seconds, on {cores} physical cores\n")
-    used = {(r["where"], r["threads"]): r["used"] for r in rows}
-    print("| threads | headless | JupyterLab | JupyterLab / headless |")
+        notebook = prepare(folder, args.workload, steps)
+        for repeat in range(args.repeats):
+            for where, run in (("headless", run_headless), ("JupyterLab", run_browser)):
+                for name, value in settings.items():
+                    log = folder / f"cells-{where}-{len(rows)}.jsonl"
+                    env = {"LLMCOURSE_CELL_LOG": str(log), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+                    if value is not None:
+                        env["LLMCOURSE_THREADS"] = value
+                    start = time.perf_counter()
+                    run(folder, notebook, env)
+                    cell = training_cell(log, args.workload)
+                    row = {"repeat": repeat, "where": where, "threads": name, "train_s": cell["seconds"],
+                           "used": cell["threads"], "wall_s": time.perf_counter() - start}
+                    rows.append(row)
+                    print(f"  {repeat + 1}/{args.repeats} {where:<10} {name:<14} timed cell {row['train_s']:6.1f} s "
+                          f"with {row['used']} threads (run {row['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+
+    def times(where, name):
+        return [r["train_s"] for r in rows if (r["where"], r["threads"]) == (where, name)]
+
+    print(f"\n{WORKLOADS[args.workload][0]}, timed cell ({steps} steps), seconds: median (range) of {args.repeats} "
+          f"run(s), on {cores} physical cores\n")
+    print("| threads | headless | JupyterLab | JupyterLab / headless (medians) |")
     print("|---|---|---|---|")
     for name in settings:
-        h, b = by[("headless", name)], by[("JupyterLab", name)]
-        chose = f" (chose {used[('headless', name)]} / {used[('JupyterLab', name)]})" if name == "policy" else ""
-        print(f"| {name}{chose} | {h:.1f} | {b:.1f} | {b / h:.2f} |")
-    ratio = by[("JupyterLab", "policy")] / by[("headless", "policy")]
-    print(f"\nunder the policy, JupyterLab / headless <= 1.25: {ratio <= 1.25} ({ratio:.2f})")
+        h, b = times("headless", name), times("JupyterLab", name)
+        chose = ""
+        if name == "policy":
+            chose = " (chose " + "/".join(sorted({str(r["used"]) for r in rows if r["threads"] == name})) + ")"
+        print(f"| {name}{chose} | {_stats(h)} | {_stats(b)} | {statistics.median(b) / statistics.median(h):.2f} |")
+    paired = [b / h for h, b in zip(times("headless", "policy"), times("JupyterLab", "policy"), strict=True)]
+    ratio = statistics.median(paired)
+    print(f"\nunder the policy, JupyterLab / headless <= 1.25: {ratio <= 1.25} (median {ratio:.2f} of the rounds' "
+          f"ratios {', '.join(f'{r:.2f}' for r in paired)})")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
