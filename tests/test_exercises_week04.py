@@ -235,3 +235,119 @@ def test_wrong_answer_fails(exercise, name, smol_config_dir, request):
     tokenizer = request.getfixturevalue("tok") if exercise == "2.2" else None
     result = run(notebook, exercise, WRONG[exercise][name], smol_config_dir=smol_config_dir, tok=tokenizer)
     assert result.status == "failed", f"{exercise} accepted the wrong answer '{name}': {result.message}"
+
+
+# ------------------------------------------------------------------------------------------------ notebook 03
+RAG_NB = "week04/03_retrieval_and_tools.ipynb"
+
+
+def _outcomes(exercise, context, wrong):
+    right = run_exercise(RAG_NB, exercise, context())
+    assert right.status == "passed", right.message
+    for solution in wrong:
+        result = run_exercise(RAG_NB, exercise, context(), solution=solution)
+        assert result.status == "failed", f"accepted a wrong answer:\n{solution}"
+    assert run_exercise(RAG_NB, exercise, context(), solution=STUB).status == "not attempted"
+
+
+def test_exercise_3_1_reciprocal_rank_fusion():
+    zero_based = """
+        fused = {}
+        for results in rankings:
+            for rank, (chunk_id, _) in enumerate(results):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + rank)
+        return sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top]
+    """
+    by_score = """
+        fused = {}
+        for results in rankings:
+            for chunk_id, score in results:
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + score
+        return sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top]
+    """
+    best_rank_only = """
+        fused = {}
+        for results in rankings:
+            for rank, (chunk_id, _) in enumerate(results, start=1):
+                fused[chunk_id] = max(fused.get(chunk_id, 0.0), 1.0 / (k + rank))
+        return sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top]
+    """
+    ties_by_larger_id = """
+        fused = {}
+        for results in rankings:
+            for rank, (chunk_id, _) in enumerate(results, start=1):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + rank)
+        return sorted(fused.items(), key=lambda item: (item[1], item[0]), reverse=True)[:top]
+    """
+    first_list_only_sets_members = """
+        fused = {chunk_id: 0.0 for chunk_id, _ in rankings[0]} if rankings else {}
+        for results in rankings:
+            for rank, (chunk_id, _) in enumerate(results, start=1):
+                if chunk_id in fused:
+                    fused[chunk_id] += 1.0 / (k + rank)
+        return sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top]
+    """
+    _outcomes("3.1", lambda: {}, [zero_based, by_score, best_rank_only, ties_by_larger_id,
+                                  first_list_only_sets_members])
+
+
+def test_exercise_3_2_tool_call_parser():
+    import json
+
+    from llmcourse import tools
+
+    def context():
+        return {"json": json, "tools": tools}
+
+    trusts_the_tool = """
+        start, end = text.find("{"), text.rfind("}")
+        if start < 0:
+            return None
+        try:
+            call = json.loads(text[start:end + 1])
+        except json.JSONDecodeError as exc:
+            raise tools.ToolCallError(str(exc)) from None
+        argument = "expression" if call.get("tool") == "calculator" else "code"
+        return {"tool": call.get("tool"), argument: call.get(argument)}
+    """
+    json_errors_escape = """
+        start, end = text.find("{"), text.rfind("}")
+        if start < 0:
+            return None
+        call = json.loads(text[start:end + 1])
+        if not isinstance(call, dict) or call.get("tool") not in tools.TOOLS:
+            raise tools.ToolCallError("unknown tool")
+        argument = tools.TOOLS[call["tool"]]
+        if set(call) != {"tool", argument} or not isinstance(call[argument], str) or not call[argument].strip():
+            raise tools.ToolCallError("bad argument")
+        return {"tool": call["tool"], argument: call[argument]}
+    """
+    extra_keys_allowed = """
+        start, end = text.find("{"), text.rfind("}")
+        if start < 0:
+            return None
+        if end < start:
+            raise tools.ToolCallError("not closed")
+        try:
+            call = json.loads(text[start:end + 1])
+        except json.JSONDecodeError as exc:
+            raise tools.ToolCallError(str(exc)) from None
+        if not isinstance(call, dict) or call.get("tool") not in tools.TOOLS:
+            raise tools.ToolCallError("unknown tool")
+        argument = tools.TOOLS[call["tool"]]
+        value = call.get(argument)
+        if not isinstance(value, str) or not value.strip() or len(value) > tools.MAX_ARGUMENT:
+            raise tools.ToolCallError("bad argument")
+        return {"tool": call["tool"], argument: value}
+    """
+    no_length_limit = extra_keys_allowed.replace(" or len(value) > tools.MAX_ARGUMENT", "").replace(
+        'if not isinstance(call, dict) or call.get("tool") not in tools.TOOLS:',
+        'if not isinstance(call, dict) or call.get("tool") not in tools.TOOLS or len(call) != 2:')
+    plain_text_is_an_error = """
+        start, end = text.find("{"), text.rfind("}")
+        if start < 0 or end < start:
+            raise tools.ToolCallError("no tool call")
+        return tools.parse_tool_call(text)
+    """
+    _outcomes("3.2", context, [trusts_the_tool, json_errors_escape, extra_keys_allowed, no_length_limit,
+                               plain_text_is_an_error])
