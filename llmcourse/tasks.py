@@ -4,6 +4,8 @@ Introduced in week 4 (`week04/02_instruction_tuning_and_prompting.ipynb`):
 
 * `arithmetic_problems(n, seed)`: generated word problems with integer answers (and the Python that solves each),
   so that prompting styles and fine-tuned models are scored by exact match, not by eye;
+* `arithmetic_questions(n, seed)`: bare sums ("What is 40 - 26?") that a 135M model gets right about a third of
+  the time, the verifiable task of week 4.4's preference tuning;
 * `final_number(text)`: the number a response ends on, the usual way to read an answer out of free text;
 * `run_python(code, timeout)`: program-of-thought runs the model's code in a separate Python process with a
   wall-clock timeout, a memory cap, no network and no file writes or child processes.
@@ -24,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-__all__ = ["ProgramResult", "arithmetic_problems", "final_number", "run_python"]
+__all__ = ["ProgramResult", "arithmetic_problems", "arithmetic_questions", "final_number", "run_python"]
 
 # ----------------------------------------------------------------------------------------------- word problems
 _NAMES = ["Ava", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jia", "Kofi", "Lena", "Mo", "Nia",
@@ -80,6 +82,30 @@ def arithmetic_problems(n: int, seed: int = 0) -> list[dict]:
     """
     rng = random.Random(seed)
     return [_problem(rng) for _ in range(n)]
+
+
+def arithmetic_questions(n: int, seed: int = 0) -> list[dict]:
+    """`n` one-step sums: dicts with question ("What is 40 - 26?"), expression, answer (int) and kind.
+
+    Addition and subtraction of numbers up to 50 and one-digit multiplication, a third of each on average. Short on
+    purpose: a prompt and its answer fit in about 40 tokens, so a CPU can sample and train on many of them.
+    """
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        kind = rng.choice(["add", "sub", "mul"])
+        if kind == "add":
+            a, b = rng.randint(2, 40), rng.randint(2, 40)
+            expression, answer = f"{a} + {b}", a + b
+        elif kind == "sub":
+            a = rng.randint(10, 50)
+            b = rng.randint(2, a - 1)
+            expression, answer = f"{a} - {b}", a - b
+        else:
+            a, b = rng.randint(2, 9), rng.randint(2, 9)
+            expression, answer = f"{a} * {b}", a * b
+        out.append({"question": f"What is {expression}?", "expression": expression, "answer": answer, "kind": kind})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- reading answers

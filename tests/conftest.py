@@ -4,7 +4,8 @@
     @pytest.mark.platform("linux")           # reads /proc: skipped on macOS and Windows
     @pytest.mark.platform("linux", "darwin") # POSIX process groups: skipped on Windows
 
-Tiny model configs for the tests are in tests/tiny_configs.py.
+Tiny model configs for the tests are in tests/tiny_configs.py. The fixture `smollm2_tokenizer` is SmolLM2's tokenizer
+(its ChatML template), skipping the test where the packaged model is not installed.
 """
 
 from __future__ import annotations
@@ -41,3 +42,16 @@ def pytest_collection_modifyitems(config, items):
                                         f"got {names}")
             if not sys.platform.startswith(names):
                 item.add_marker(pytest.mark.skip(reason=f"runs on {' or '.join(names)} only, not {sys.platform}"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    import llmcourse
+    from llmcourse.errors import AssetUnavailable
+
+    try:
+        return AutoTokenizer.from_pretrained(llmcourse.resolve("HuggingFaceTB/SmolLM2-135M-Instruct"))
+    except AssetUnavailable as exc:
+        pytest.skip(f"SmolLM2's tokenizer is not available here: {exc}")

@@ -19,7 +19,6 @@ from llmcourse.tasks import final_number
 DATA_NB = "week04/00_data_preparation.ipynb"
 LORA_NB = "week04/01_lora_and_qlora.ipynb"
 TUNE_NB = "week04/02_instruction_tuning_and_prompting.ipynb"
-MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # SmolLM2-135M's shapes: 30 blocks, hidden 576, MLP 1536, 9 query heads and 3 key/value heads of 64
 SMOL = dict(vocab_size=64, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
             num_key_value_heads=3, head_dim=64)
@@ -44,16 +43,8 @@ def lora_context(smol_config_dir):
 
 
 @pytest.fixture(scope="module")
-def tok():
-    from transformers import AutoTokenizer
-
-    import llmcourse
-    from llmcourse.errors import AssetUnavailable
-
-    try:
-        return AutoTokenizer.from_pretrained(llmcourse.resolve(MODEL))
-    except AssetUnavailable as exc:
-        pytest.skip(f"SmolLM2's tokenizer is not available here: {exc}")
+def tok(smollm2_tokenizer):
+    return smollm2_tokenizer
 
 
 def run(notebook, exercise, solution=None, smol_config_dir=None, tok=None):
@@ -241,13 +232,13 @@ def test_wrong_answer_fails(exercise, name, smol_config_dir, request):
 RAG_NB = "week04/03_retrieval_and_tools.ipynb"
 
 
-def _outcomes(exercise, context, wrong):
-    right = run_exercise(RAG_NB, exercise, context())
+def _outcomes(exercise, context, wrong, notebook=RAG_NB):
+    right = run_exercise(notebook, exercise, context())
     assert right.status == "passed", right.message
     for solution in wrong:
-        result = run_exercise(RAG_NB, exercise, context(), solution=solution)
+        result = run_exercise(notebook, exercise, context(), solution=solution)
         assert result.status == "failed", f"accepted a wrong answer:\n{solution}"
-    assert run_exercise(RAG_NB, exercise, context(), solution=STUB).status == "not attempted"
+    assert run_exercise(notebook, exercise, context(), solution=STUB).status == "not attempted"
 
 
 def test_exercise_3_1_reciprocal_rank_fusion():
@@ -351,3 +342,55 @@ def test_exercise_3_2_tool_call_parser():
     """
     _outcomes("3.2", context, [trusts_the_tool, json_errors_escape, extra_keys_allowed, no_length_limit,
                                plain_text_is_an_error])
+
+
+DPO_NB = "week04/04_preference_tuning.ipynb"
+
+
+def _dpo_context():
+    import torch.nn.functional as F
+
+    def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1):  # as in the notebook's section 2
+        chosen_rewards = beta * (policy_chosen - ref_chosen)
+        rejected_rewards = beta * (policy_rejected - ref_rejected)
+        return -F.logsigmoid(chosen_rewards - rejected_rewards).mean(), chosen_rewards, rejected_rewards
+
+    return {"torch": torch, "F": F, "math": math, "BETA": 0.1, "dpo_loss": dpo_loss}
+
+
+def test_exercise_4_1_simpo_loss():
+    def simpo(body):
+        return "import torch.nn.functional as F\n" + body
+
+    sums_not_averages = simpo("return -F.logsigmoid(beta * chosen_logps - beta * rejected_logps - gamma).mean()")
+    margin_added = simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
+                         "rejected_lengths + gamma).mean()")
+    no_minus = simpo("return F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
+                     "rejected_lengths - gamma).mean()")
+    summed_over_pairs = simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
+                              "rejected_lengths - gamma).sum()")
+    margin_outside = simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
+                           "rejected_lengths).mean() + gamma")
+    lengths_swapped = simpo("return -F.logsigmoid(beta * chosen_logps / rejected_lengths - beta * rejected_logps / "
+                            "chosen_lengths - gamma).mean()")
+    _outcomes("4.1", _dpo_context, [sums_not_averages, margin_added, no_minus, summed_over_pairs, margin_outside,
+                                    lengths_swapped], notebook=DPO_NB)
+
+
+def test_exercise_4_2_robust_dpo_loss():
+    margin = "h = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))\n"
+    guard = ("if not 0 <= epsilon < 0.5:\n"
+             "    raise ValueError(f'epsilon must be in [0, 0.5), got {epsilon}')\n")
+    conservative = guard + margin + ("return ((1 - epsilon) * -F.logsigmoid(h) + epsilon * -F.logsigmoid(-h)).mean()")
+    not_normalised = guard + margin + "return ((1 - epsilon) * -F.logsigmoid(h) - epsilon * -F.logsigmoid(-h)).mean()"
+    no_guard = margin + ("return (((1 - epsilon) * -F.logsigmoid(h) - epsilon * -F.logsigmoid(-h))"
+                         " / (1 - 2 * epsilon)).mean()")
+    half_allowed = no_guard.replace(margin, "if not 0 <= epsilon <= 0.5:\n"
+                                    "    raise ValueError('epsilon must be in [0, 0.5)')\n" + margin)
+    silent_range = no_guard.replace(margin, "if not 0 <= epsilon < 0.5:\n    raise ValueError('bad epsilon')\n"
+                                    + margin)
+    ratios_swapped = guard + ("h = beta * ((policy_chosen - policy_rejected) - (ref_rejected - ref_chosen))\n"
+                              "return (((1 - epsilon) * -F.logsigmoid(h) - epsilon * -F.logsigmoid(-h))"
+                              " / (1 - 2 * epsilon)).mean()")
+    _outcomes("4.2", _dpo_context, [conservative, not_normalised, no_guard, half_allowed, silent_range,
+                                    ratios_swapped], notebook=DPO_NB)

@@ -39,15 +39,16 @@ def test_runtimes_fit_the_ci_budget():
     # minutes were unit tests, since cut by caching the 5 s bitsandbytes probe that every kernel's setup() paid):
     # every declared minute costs about one minute of CI, which must stay under 70 minutes. Since then the unit tests
     # and the slowest notebooks were cut: full CI runs took 44.9 min with 63 declared and 57.5 min with 67 (set-up
-    # 6.6 with llama.cpp compiled, unit tests 11.2, notebooks 39.4; December 2026), which leaves room for 71
-    assert total <= 71, f"declared notebook runtimes add up to {total} min: CI has room for about 71"
+    # 6.6 with llama.cpp compiled, unit tests 11.2, notebooks 39.4; December 2026) and 47.8 min with 71 declared,
+    # which leaves room for 75
+    assert total <= 75, f"declared notebook runtimes add up to {total} min: CI has room for about 75"
     # weeks 1-2 (tokens, attention, deep-learning essentials, a GPT of one's own, the transformers library) share 14
     weeks_1_2 = sum(nb.runtime_min for nb in SYLLABUS["notebooks"] if nb.path.startswith(("week01/", "week02/")))
     assert weeks_1_2 <= 14, f"weeks 1-2 declare {weeks_1_2} min of notebooks: their budget is 14"
     # weeks 3-4 (small models, fine-tuning, compression, local inference, LoRA/QLoRA, data preparation, retrieval and
-    # tools) share 32
+    # tools, preference tuning) share 36
     weeks_3_4 = sum(nb.runtime_min for nb in SYLLABUS["notebooks"] if nb.path.startswith(("week03/", "week04/")))
-    assert weeks_3_4 <= 32, f"weeks 3-4 declare {weeks_3_4} min of notebooks: their budget is 32"
+    assert weeks_3_4 <= 36, f"weeks 3-4 declare {weeks_3_4} min of notebooks: their budget is 36"
     # weeks 7-8 (reading library code, contributing to wordstats and to peft, parallel training, the capstone) share 14
     weeks_7_8 = sum(nb.runtime_min for nb in SYLLABUS["notebooks"] if nb.path.startswith(("week07/", "week08/")))
     assert weeks_7_8 <= 14, f"weeks 7-8 declare {weeks_7_8} min of notebooks: their budget is 14"
