@@ -139,9 +139,16 @@ class _HFEngine:
         return {"past_key_values": StaticCache(config=self.model.config, max_cache_len=STATIC_CACHE_TOKENS),
                 "compile_config": self.compile_config}
 
+    def _check_fits(self, ids: Sequence[int], n: int) -> None:
+        if self.compile_config is not None and len(ids) + n > STATIC_CACHE_TOKENS:
+            raise ConfigError(f"{len(ids)} prompt + {n} new tokens exceed the compile engine's static cache of "
+                              f"{STATIC_CACHE_TOKENS} tokens: ask for fewer tokens, shorten the prompt, or raise "
+                              "engines.STATIC_CACHE_TOKENS (a new length compiles anew)")
+
     def greedy(self, ids: Sequence[int], n: int) -> list[int]:
         import torch
 
+        self._check_fits(ids, n)
         prompt = torch.tensor([list(ids)])
         with torch.inference_mode():
             out = self.model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
@@ -168,6 +175,7 @@ class _HFEngine:
             def end(self):
                 tokens.put(done)
 
+        self._check_fits(ids, n)
         prompt = torch.tensor([list(ids)])
         sample = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         failure: list[BaseException] = []

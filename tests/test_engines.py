@@ -42,6 +42,16 @@ def test_bad_engine_names_and_budgets_are_refused():
         engines.measure("fp32", [[1, 2]], new_tokens=1)
 
 
+def test_compile_engine_refuses_what_its_static_cache_cannot_hold():
+    engine = engines.load_engine("compile", threads=1)  # loading compiles nothing: generate() would, on first use
+    limit = engines.STATIC_CACHE_TOKENS
+    with pytest.raises(ConfigError, match=f"500 prompt \\+ 20 new tokens exceed the compile engine's static cache "
+                                          f"of {limit}"):
+        engine.greedy([1] * 500, 20)
+    with pytest.raises(ConfigError, match="static cache"):
+        next(engine.stream([1] * (limit - 4), 5))
+
+
 class _Replay:
     """An engine that 'generates' given token ids, one at a time."""
 
