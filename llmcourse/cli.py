@@ -1,7 +1,7 @@
 """The `llmcourse` command: every subcommand's parser, in one place, with one parameter syntax.
 
     llmcourse doctor | assets | sources | plan MODEL | release | grade SUBMISSION... | badges | course
-    llmcourse execute NOTEBOOK...
+    llmcourse execute NOTEBOOK... | translations build|check|todo [NOTEBOOK...]
 
 Domain modules expose plain functions; this module parses the command line, turns strings into the course's typed
 values once (`llmcourse.types`), calls those functions and prints. A user error (a bad value, a missing file) exits
@@ -53,13 +53,17 @@ def _parameter_option(parser: argparse.ArgumentParser) -> None:
 def _doctor(args: argparse.Namespace) -> int:
     from .assets import list_assets
     from .device import detect
+    from .hub import model_source
 
     card = detect()
     assets = list_assets()
+    source = model_source()
     if args.json:
-        print(json.dumps({"hardware": card.to_dict(), "assets": assets}, indent=2, default=str))
+        print(json.dumps({"hardware": card.to_dict(), "assets": assets, "model_source": source.__dict__}, indent=2,
+                         default=str))
     else:
         print(card)
+        print(f"Model source: {source}")
         print("Offline assets")
         for a in assets:
             print(f"  [{'OK' if a['installed'] else 'FAIL'}] {a['name']:<40} {a['kind']}")
@@ -194,6 +198,30 @@ def _execute(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _translations(args: argparse.Namespace) -> int:
+    from .teaching import translations as tr
+
+    if args.action == "build":
+        changed = tr.build_all(args.notebooks or None)
+        print("\n".join(f"wrote {p}" for p in changed) or "every Chinese edition is up to date")
+        return 0
+    if args.action == "todo":
+        if not args.notebooks:
+            raise ConfigError("`translations todo` needs the English notebook(s). Fix: e.g. llmcourse translations "
+                              "todo week02/01_tiny_gpt_from_scratch.ipynb")
+        for english in args.notebooks:
+            missing = tr.todo(english)
+            print(f"{tr.translation_path(english)}: {len(missing)} cell(s) to translate")
+            for index, key, text in missing:
+                print(f"\n--- cell {index}, key {key} ---\n{text}")
+        return 0
+    problems = tr.check(notebooks=args.notebooks or None)
+    for p in problems:
+        print(p)
+    print(f"translations: {len(problems)} problem(s)" if problems else "translations: every Chinese edition in sync")
+    return 1 if problems else 0
+
+
 # ---------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `llmcourse` and all its subcommands."""
@@ -267,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="execute even when other processes keep a core busy")
     p.add_argument("--timeout", type=int, default=1200, metavar="S", help="seconds one cell may take")
     p.set_defaults(func=_execute)
+
+    p = sub.add_parser("translations",
+                       help="the Chinese edition: build it, check it is in sync, list what to translate")
+    p.add_argument("action", choices=["build", "check", "todo"],
+                   help="build: write weekNN/zh-CN/ from the English notebooks and curriculum/zh-CN/; check: fail "
+                   "naming each cell whose translation is missing or out of date; todo: add the missing entries to a "
+                   "translation file and print their English text")
+    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help="English notebooks (default: the syllabus)")
+    p.set_defaults(func=_translations)
     return parser
 
 

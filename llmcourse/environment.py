@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable
 
 from .device import HardwareCard, detect, detect_platform, seed_everything
+from .hub import endpoint, forced_offline, is_offline, unreachable_fix
 from .threads import apply as apply_threads
 
 __all__ = ["COLAB_EXTRAS", "REPO_URL", "install_command", "setup"]
@@ -65,6 +66,9 @@ def setup(seed: int | None = None, quiet: bool = False,
     card.threads, card.threads_reason = choice.threads, choice.reason
     if not quiet:
         _show(card)
+    if not forced_offline() and is_offline():  # HF_HUB_OFFLINE=1 (CI, a chosen offline session) skips the probe
+        print(f"llmcourse: the model hub at {endpoint()} did not answer; models load from the packaged copies. "
+              f"Fix: {unreachable_fix()}")
     if not card.ok:
         missing = [f"{p} (have {h or 'none'}, need >= {m})" for p, h, m, ok in card.requirement_rows() if not ok]
         print("llmcourse: some packages are missing or too old: " + "; ".join(missing)

@@ -76,7 +76,7 @@ def test_smollm2_offline_converts_once_then_loads_from_cache(tmp_path):
 
 def test_list_assets_covers_models_and_data():
     rows = {r["name"]: r for r in assets.list_assets()}
-    for name in [SMOL, MINILM, "tweets", "chinese_reviews", "kjv", "mnist", "digits", "cl100k_base"]:
+    for name in [SMOL, MINILM, "tweets", "chinese_reviews", "people_daily", "kjv", "mnist", "digits", "cl100k_base"]:
         assert rows[name]["installed"], f"{name} is not installed: {rows[name]['install']}"
         assert rows[name]["license"]
     assert rows[SMOL]["size_bytes"] > 80 * 2**20

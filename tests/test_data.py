@@ -7,6 +7,7 @@ EXPECTED = {  # sizes of train / validation / test after cleaning: any change to
     "tweets": (29782, 3723, 3723),
     "tweets_binary": (18226, 2278, 2279),
     "chinese_reviews": (13926, 1741, 1740),
+    "people_daily": (17535, 974, 975),
     "kjv": (27992, 1555, 1556),
     "mnist": (4000, 500, 500),
     "digits": (1438, 180, 179),

@@ -2,7 +2,8 @@
 
 The repository address lives in one place, `llmcourse.environment.REPO_URL` (override with --repo). The command
 writes (or refreshes) a markdown cell tagged `badges` at the top of every notebook in the syllabus, points the setup
-cell's install line at the same repository, and refreshes the badge table in README.md between marker comments.
+cell's install line at the same repository, and refreshes the badge tables between marker comments: README.md's
+(with a link to each Chinese edition) and README.zh-CN.md's (the Chinese editions, titled from their own headings).
 """
 
 from __future__ import annotations
@@ -79,10 +80,51 @@ def _update_notebook(file: Path, rel: str, repo: str, branch: str) -> bool:
 
 
 def _readme_table(notebooks, repo: str, branch: str) -> str:
-    rows = ["| week | notebook | open |", "|---|---|---|"]
+    from .translations import edition_path
+
+    rows = ["| week | notebook | open | 中文 |", "|---|---|---|---|"]
     for nb in notebooks:
-        rows.append(f"| {nb.week} | [{nb.title}]({nb.path}) | {badge_markdown(nb.path, repo, branch)} |")
+        rows.append(f"| {nb.week} | [{nb.title}]({nb.path}) | {badge_markdown(nb.path, repo, branch)} | "
+                    f"[中文]({edition_path(nb.path)}) |")
     return "\n".join(rows)
+
+
+def _chinese_title(root: Path, nb) -> str:
+    """The title of a notebook's Chinese edition: its first heading without the "第 N.M 讲 —" part."""
+    from .translations import edition_path
+
+    path = root / edition_path(nb.path)
+    if path.exists():
+        for cell in read_notebook_json(path)["cells"]:
+            m = re.match(r"#\s+(.+)", cell_source(cell).strip()) if cell["cell_type"] == "markdown" else None
+            if m:
+                return m.group(1).split("—", 1)[-1].strip()
+    return nb.title
+
+
+def _readme_table_zh(root: Path, notebooks, repo: str, branch: str) -> str:
+    from .translations import edition_path
+
+    rows = ["| 周 | 笔记本 | 打开 | English |", "|---|---|---|---|"]
+    for nb in notebooks:
+        zh = edition_path(nb.path)
+        rows.append(f"| {nb.week} | [{_chinese_title(root, nb)}]({zh}) | {badge_markdown(zh, repo, branch)} | "
+                    f"[English]({nb.path}) |")
+    return "\n".join(rows)
+
+
+def _refresh_table(readme: Path, table: str) -> bool:
+    if not readme.exists():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}"
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
 
 
 def write_badges(root: Path | None = None, repo: str = REPO_URL, branch: str = BRANCH) -> list[str]:
@@ -92,14 +134,8 @@ def write_badges(root: Path | None = None, repo: str = REPO_URL, branch: str = B
     notebooks = load_syllabus(root / "curriculum" / "syllabus.yaml")["notebooks"]
     changed = [nb.path for nb in notebooks
                if (root / nb.path).exists() and _update_notebook(root / nb.path, nb.path, repo, branch)]
-    readme = root / "README.md"
-    if readme.exists():
-        text = readme.read_text(encoding="utf-8")
-        if README_BEGIN in text and README_END in text:
-            head, rest = text.split(README_BEGIN, 1)
-            _, tail = rest.split(README_END, 1)
-            new = f"{head}{README_BEGIN}\n{_readme_table(notebooks, repo, branch)}\n{README_END}{tail}"
-            if new != text:
-                readme.write_text(new, encoding="utf-8")
-                changed.append("README.md")
+    if _refresh_table(root / "README.md", _readme_table(notebooks, repo, branch)):
+        changed.append("README.md")
+    if _refresh_table(root / "README.zh-CN.md", _readme_table_zh(root, notebooks, repo, branch)):
+        changed.append("README.zh-CN.md")
     return changed

@@ -20,8 +20,8 @@ from ..errors import ConfigError
 from ..files import atomic_write
 
 __all__ = ["BEGIN", "CHECK_CALL", "END", "STUB", "cell_source", "cell_tags", "check_cells", "exercise_cell_before",
-           "find_exercise", "read_notebook", "read_notebook_json", "replace_solution", "skeleton", "strip_solutions",
-           "write_notebook", "write_notebook_json"]
+           "find_exercise", "notebook_text", "read_notebook", "read_notebook_json", "replace_solution", "skeleton",
+           "strip_solutions", "write_notebook", "write_notebook_json"]
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
@@ -140,10 +140,15 @@ def read_notebook(path: str | Path):
                           "Jupyter saved.") from None
 
 
+def notebook_text(nb: Any) -> str:
+    """`nb` as the text Jupyter writes (nbformat 4, one-space indent, a final newline)."""
+    text = _nbformat().writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
 def write_notebook(nb: Any, path: str | Path) -> None:
     """Write `nb` to `path` as Jupyter does (nbformat 4, one-space indent), atomically."""
-    text = _nbformat().writes(nb)
-    atomic_write(path, text if text.endswith("\n") else text + "\n")
+    atomic_write(path, notebook_text(nb))
 
 
 def read_notebook_json(path: str | Path) -> dict:
