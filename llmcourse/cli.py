@@ -1,7 +1,7 @@
 """The `llmcourse` command: every subcommand's parser, in one place, with one parameter syntax.
 
     llmcourse doctor | assets | sources | plan MODEL | release | grade SUBMISSION... | badges | course
-    llmcourse execute NOTEBOOK... | translations build|check|todo [NOTEBOOK...]
+    llmcourse execute NOTEBOOK... | translations build|check|todo [NOTEBOOK...] | site
 
 Domain modules expose plain functions; this module parses the command line, turns strings into the course's typed
 values once (`llmcourse.types`), calls those functions and prints. A user error (a bad value, a missing file) exits
@@ -198,6 +198,13 @@ def _execute(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _site(args: argparse.Namespace) -> int:
+    from .teaching.site import build_site
+
+    build_site(out=args.out)
+    return 0
+
+
 def _translations(args: argparse.Namespace) -> int:
     from .teaching import translations as tr
 
@@ -295,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="execute even when other processes keep a core busy")
     p.add_argument("--timeout", type=int, default=1200, metavar="S", help="seconds one cell may take")
     p.set_defaults(func=_execute)
+
+    p = sub.add_parser("site", help="build the course website (English and Chinese) from the executed notebooks")
+    p.add_argument("--out", default="build/site", metavar="DIR", help="output folder (default: build/site)")
+    p.set_defaults(func=_site)
 
     p = sub.add_parser("translations",
                        help="the Chinese edition: build it, check it is in sync, list what to translate")

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["CHROMIUM_FLAGS", "chromium_path", "free_port", "jupyterlab", "run_all", "stop_process_group"]
+__all__ = ["CHROMIUM_FLAGS", "browser_page", "chromium_path", "free_port", "jupyterlab", "run_all",
+           "stop_process_group"]
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
@@ -92,6 +93,24 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def browser_page(out: Path, width: int = 1300, height: int = 900) -> Iterator:
+    """A Playwright page in Debian's Chromium; on an error, a full-page `failure.png` in `out` first."""
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        try:
+            yield page
+        except Exception:
+            page.screenshot(path=str(out / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
 
 
 def run_all(page, base_url: str, notebook: str, timeout_s: float = 300) -> None:
