@@ -5,7 +5,8 @@
 # unit (the fast loop), bench (memory estimates and the thread policy, measured), lock (refresh constraints.txt), clean.
 
 PYTHON ?= python3
-VENV   ?= .venv
+# In the activated conda environment of environment.yml, set up that environment instead of a second one in .venv
+VENV   ?= $(if $(and $(CONDA_PREFIX),$(filter llmcourse,$(CONDA_DEFAULT_ENV))),$(CONDA_PREFIX),.venv)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.llmcourse-setup
 TORCH  ?= torch==2.13.0

@@ -2,7 +2,9 @@
 
     python -m benchmarks.jupyterlab_threads [--workload gpt|lora] [--steps N] [--repeats 3] [--json FILE]
 
-Workloads: `gpt` is week 2.1's training cell (many small ops, 150 steps by default); `lora` is week 4.1's LoRA cell
+Workloads: `gpt` is week 2.1's training cell (many small ops; as the notebook runs it, 1,400 steps, unless --steps
+says fewer: a short cell weighs JupyterLab's fixed cost of showing a new cell's output, about 1 s, several times
+more than the learner's cell does); `lora` is week 4.1's LoRA cell
 on SmolLM2-135M (a few big matmuls: loading the model, its held-out loss and 10 LoRA steps at one learning rate, full
 fine-tuning skipped). The notebook is copied up to that cell, with its step count set to --steps and one cell added
 first that records every cell's wall time from inside the kernel (IPython's pre/post_run_cell events), so the browser
@@ -28,7 +30,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = {  # name: (notebook, a line of the timed cell, parameters to set ("{steps}": --steps), default steps)
     "gpt": ("week02/01_tiny_gpt_from_scratch.ipynb", "history = train(model, NUM_STEPS", {"NUM_STEPS": "{steps}"},
-            150),
+            None),  # None: the notebook's own
     "lora": ("week04/01_lora_and_qlora.ipynb", 'for lr in tqdm(LRS_LORA, desc="LoRA")',
              {"STEPS": "{steps}", "LRS_FULL": "[]", "LRS_LORA": "[2e-4]"}, 10),
 }
@@ -46,8 +48,9 @@ get_ipython().events.register("pre_run_cell", _pre)
 get_ipython().events.register("post_run_cell", _post)'''
 
 
-def prepare(folder: Path, workload: str, steps: int) -> str:
-    """Write the shortened notebook with its timer cell into `folder`; returns its relative path."""
+def prepare(folder: Path, workload: str, steps: int | None) -> str:
+    """Write the shortened notebook with its timer cell into `folder`; returns its relative path. With `steps` None the
+    notebook's own step count stays."""
     notebook, mark, params, _ = WORKLOADS[workload]
     nb = nbformat.read(ROOT / notebook, as_version=4)
     last = next(i for i, c in enumerate(nb.cells) if mark in c.source)
@@ -56,6 +59,8 @@ def prepare(folder: Path, workload: str, steps: int) -> str:
         c.outputs = [] if c.cell_type == "code" else c.get("outputs")
         if "parameters" in c.get("metadata", {}).get("tags", []):
             for name, value in params.items():
+                if steps is None and "{steps}" in value:
+                    continue
                 c.source, n = re.subn(rf"^{name} = [^#\n]*", f"{name} = {value.format(steps=steps)}  ", c.source,
                                       flags=re.M)
                 if n != 1:
@@ -114,8 +119,10 @@ def _stats(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="gpt", help="which training cell to time")
-    parser.add_argument("--steps", type=int, help="training steps in the timed cell (gpt: 150, lora: 10)")
+    parser.add_argument("--steps", type=int, help="training steps in the timed cell (gpt: the notebook's, lora: 10)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every setting, headless and in JupyterLab")
+    parser.add_argument("--only", choices=["policy", "default", "fewer"], action="append",
+                        help="time only these settings (repeatable; all three by default)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
     import statistics
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"policy": None, f"{cores} (default)": str(cores)}
     if cores > 1:
         settings[f"{cores - 1} (one fewer)"] = str(cores - 1)
+    if args.only:
+        keys = {"policy": "policy", "default": f"{cores} (default)", "fewer": f"{cores - 1} (one fewer)"}
+        settings = {keys[k]: settings[keys[k]] for k in dict.fromkeys(args.only) if keys[k] in settings}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -150,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     def times(where, name):
         return [r["train_s"] for r in rows if (r["where"], r["threads"]) == (where, name)]
 
-    print(f"\n{WORKLOADS[args.workload][0]}, timed cell ({steps} steps), seconds: median (range) of {args.repeats} "
+    count = steps or "the notebook's"
+    print(f"\n{WORKLOADS[args.workload][0]}, timed cell ({count} steps), seconds: median (range) of {args.repeats} "
           f"run(s), on {cores} physical cores\n")
     print("| threads | headless | JupyterLab | JupyterLab / headless (medians) |")
     print("|---|---|---|---|")

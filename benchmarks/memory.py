@@ -40,10 +40,17 @@ ARCHS = {
     "gpt2": {"S": dict(n_embd=256, n_layer=4, n_head=4), "M": dict(n_embd=512, n_layer=6, n_head=8)},
     "bert": {"S": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4),
              "M": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8)},
+    # Qwen2's 151,936-token vocabulary on a small body: the output layer and the loss dominate
+    "qwen2": {"S": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2),
+              "M": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=2)},
 }
 VOCAB = 16000
+VOCABS = {"qwen2": 151_936}  # the rest use VOCAB
 TASK_ROWS = [  # (task, dtype, quant, gradient_checkpointing); "compute": the 4-bit compute dtype `plan` picks here
     ("inference", "fp32", None, False),
+    ("eval", "fp32", None, False),
     ("full", "fp32", None, False),
     ("lora", "fp32", None, False),
     ("qlora", "compute", "nf4", True),
@@ -59,11 +66,15 @@ def compute_dtype() -> str:
 
 
 def make_config(arch: str, size: str):
-    """The benchmark's model configs: Llama-style, GPT-2 and BERT (sequence classification), two sizes each."""
-    from transformers import BertConfig, GPT2Config, LlamaConfig
+    """The benchmark's model configs: Llama-style, GPT-2, BERT (sequence classification) and Qwen2 (a 152k
+    vocabulary), two sizes each."""
+    from transformers import BertConfig, GPT2Config, LlamaConfig, Qwen2Config
 
     kw = dict(ARCHS[arch][size]) if size in ARCHS[arch] else json.loads(size)
-    if arch == "llama":
+    if arch == "qwen2":
+        cfg = Qwen2Config(vocab_size=VOCABS[arch], max_position_embeddings=1024, tie_word_embeddings=True, **kw)
+        cfg.architectures = ["Qwen2ForCausalLM"]
+    elif arch == "llama":
         cfg = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=1024, tie_word_embeddings=True, **kw)
         cfg.architectures = ["LlamaForCausalLM"]
     elif arch == "gpt2":
@@ -147,7 +158,7 @@ def _run_task(spec: dict, model, steps: int) -> dict:
 
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, VOCAB, (spec["batch"], spec["seq_len"]), generator=g).to(device)
+    ids = torch.randint(0, VOCABS.get(spec["arch"], VOCAB), (spec["batch"], spec["seq_len"]), generator=g).to(device)
     seq_cls = type(model).__name__.endswith("ForSequenceClassification")
     labels = torch.randint(0, 3, (spec["batch"],), generator=g).to(device) if seq_cls else ids
     task = spec["task"]
@@ -160,6 +171,12 @@ def _run_task(spec: dict, model, steps: int) -> dict:
                 model.generate(ids, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
                                do_sample=False, pad_token_id=0)
         return {}
+    if task == "eval":  # what a perplexity or scoring loop does: logits at every position and the loss
+        model.eval()
+        with torch.no_grad():
+            out = model(input_ids=ids, labels=labels)
+            loss = float(out.loss)
+        return {"losses": [loss]}
     recipe = spec.get("recipe", "llmcourse")
     if task == "lora":
         model = prepare_lora(model, r=spec["lora_r"], gradient_checkpointing=spec["gc"], verbose=False)
@@ -176,12 +193,16 @@ def _run_task(spec: dict, model, steps: int) -> dict:
     losses, times = [], []
     for _ in range(steps):
         t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=labels).loss
+        out = model(input_ids=ids, labels=labels)
+        loss = out.loss
+        if not spec.get("keep_outputs"):  # as Trainer and `loss = model(...).loss` do: the logits go before backward
+            del out
         loss.backward()
         opt.step()
         opt.zero_grad()
         losses.append(float(loss.detach()))
         del loss
+        out = None
         times.append(time.perf_counter() - t0)
     return {"losses": losses, "step_s": sorted(times)[len(times) // 2]}
 
@@ -240,9 +261,11 @@ def _run_worker(spec: dict, fixed_mmap: bool = False) -> dict:
 
 def measure(arch: str, size: str, task: str, dtype: str = "fp32", quant: str | None = None, gc: bool = False,
             batch: int = 4, seq_len: int = 128, new_tokens: int = 16, lora_r: int = 16, steps: int = 2,
-            recipe: str = "llmcourse", repeats: int = 1, fixed_mmap: bool = False) -> dict:
+            recipe: str = "llmcourse", repeats: int = 1, fixed_mmap: bool = False, keep_outputs: bool = False) -> dict:
     """Estimate and measure one configuration; the measurement is the median of `repeats` fresh processes.
 
+    keep_outputs: training keeps the model's output (and so its logits) alive through backward, as a loop written
+        `out = model(...); out.loss.backward()` does; by default it is dropped first, as `Trainer` does.
     fixed_mmap: on CPU, run the worker with a fixed glibc mmap threshold (128 KiB), so that every large tensor is
     returned to the system when freed: the peak is then the memory the tensors really held, the same from run to
     run (to compare two recipes); by default glibc raises the threshold as it goes and keeps freed blocks, so one
@@ -252,7 +275,7 @@ def measure(arch: str, size: str, task: str, dtype: str = "fp32", quant: str | N
 
     dtype = compute_dtype() if dtype == "compute" else dtype
     spec = dict(arch=arch, size=size, task=task, dtype=dtype, quant=quant, gc=gc, batch=batch, seq_len=seq_len,
-                new_tokens=new_tokens, lora_r=lora_r, steps=steps, recipe=recipe)
+                new_tokens=new_tokens, lora_r=lora_r, steps=steps, recipe=recipe, keep_outputs=keep_outputs)
     runs = [_run_worker(spec, fixed_mmap) for _ in range(repeats)]
     runs.sort(key=lambda r: r["measured"])
     run = runs[len(runs) // 2]

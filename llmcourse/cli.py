@@ -253,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="estimate the memory of a task and choose a configuration that fits a budget")
     p.add_argument("model", metavar="MODEL", help="hub id, alias, local folder or packaged config name")
-    p.add_argument("--task", default="inference", help="inference (default), full, lora or qlora")
+    p.add_argument("--task", default="inference",
+                   help="inference (generation, default), eval (one forward pass with logits at every position: "
+                        "perplexity, scoring, Trainer.evaluate), full, lora or qlora")
     p.add_argument("--budget", help="memory budget, e.g. 4GiB, 4GB, 4096MiB (default: free memory, with margin)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=512)

@@ -81,7 +81,9 @@ def load_model(name: str, dtype: Any = None, quant: Quant | str | None = None, b
         dtype: "fp32", "bf16", "fp16" or a torch dtype; default: the planner's choice (fp32 when it fits).
         quant: None, "int8" or "nf4" (bitsandbytes); default: the planner's choice (none when it fits).
         budget: memory budget, bytes or a string like "4GiB"; default: the device's free memory with a margin.
-        task: "inference", "full", "lora" or "qlora": what the model will be used for (the plan depends on it).
+        task: "inference" (generation), "eval" (a forward pass over whole sequences with logits at every position,
+            as perplexity and scoring do), "full", "lora" or "qlora": what the model will be used for (the plan
+            depends on it).
         device: "cpu", "cuda" or "mps"; default: the detected accelerator.
     """
     import torch

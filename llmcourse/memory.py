@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .surgery import add_lora, enable_checkpointing, lora_config, meta_model, quantized_modules
-from .types import Dtype, Quant, Task, dtype_bytes, parse_dtype, parse_quant, parse_task
+from .types import FORWARD_ONLY, Dtype, Quant, Task, dtype_bytes, parse_dtype, parse_quant, parse_task
 
 __all__ = ["BREAKDOWN_KEYS", "BREAKDOWN_LABELS", "Estimate", "estimate", "format_bytes", "kv_cache_bytes",
            "load_config", "packaged_configs", "parse_size"]
@@ -334,11 +334,11 @@ def _inputs(model, batch: int, seq_len: int, task: Task):
     kwargs = {"input_ids": ids}  # no attention mask: all ones is the same, and checking it needs real values
     name = type(model).__name__
     causal = name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
-    if task == "inference":
+    if task == "inference":  # generation's prefill: transformers keeps the last position's logits only
         if causal:
             kwargs["use_cache"] = True
             kwargs["logits_to_keep"] = 1
-    elif causal or name.endswith("ForMaskedLM"):
+    elif causal or name.endswith("ForMaskedLM"):  # eval and training: logits at every position, and the loss
         kwargs["labels"] = ids
     elif name.endswith("ForSequenceClassification"):
         kwargs["labels"] = torch.zeros(batch, dtype=torch.long, device="meta")
@@ -368,7 +368,7 @@ def _simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int,
     if quant:
         for name in quantized_modules(model):
             _fake_quantized_linear(model.get_submodule(name), tdtype)
-    train = task != "inference"
+    train = task not in FORWARD_ONLY
     if task in ("lora", "qlora"):
         for p in model.parameters():
             p.requires_grad_(False)
@@ -474,9 +474,13 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
 
     model_or_config: a hub id or alias (packaged configs for large models work offline), a local folder, a
         transformers config, or a model (its config is used).
-    task: "inference" (a forward over batch x seq_len prompt tokens, then `new_tokens` generated with a KV cache),
-        "full" (training every weight with AdamW), "lora" (adapters on all linear layers, base frozen) or "qlora"
-        (the same on a 4-bit base: quant defaults to "nf4").
+    task: "inference" (generation: a forward over batch x seq_len prompt tokens keeping the last position's logits,
+        then `new_tokens` generated with a KV cache), "eval" (one forward pass without gradients over whole
+        sequences, with logits at every position and the loss: perplexity, scoring, classification,
+        `Trainer.evaluate`), "full" (training every weight with AdamW), "lora" (adapters on all linear layers, base
+        frozen) or "qlora" (the same on a 4-bit base: quant defaults to "nf4"). Training assumes the loop lets go of
+        the model's output before backward, as `Trainer` and `loss = model(...).loss` do; keeping `out` alive holds
+        its logits too (batch x seq_len x vocabulary floats, docs/memory.md).
     dtype: "fp32", "bf16" or "fp16": the weights' dtype (for a quantized model, the compute dtype of the layers
         that stay unquantized). Default fp32, or bf16 with quantization.
     quant: None, "int8" or "nf4" (bitsandbytes); not allowed with task="full".
@@ -494,7 +498,7 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
     config = load_config(model_or_config)
     lora = lora_r if task in ("lora", "qlora") else None
     counts = _count_extrapolated(config, dtype, quant, lora, double_quant)
-    gc = bool(gradient_checkpointing) and task != "inference"
+    gc = bool(gradient_checkpointing) and task not in FORWARD_ONLY
     sim = _extrapolate(config, task, dtype, quant, batch, seq_len, lora, gc)
     wb = dtype_bytes(dtype)
     breakdown = dict.fromkeys(BREAKDOWN_KEYS, 0)
@@ -503,6 +507,9 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
         kv = kv_cache_bytes(config, batch, seq_len + new_tokens, dtype) if sim["kv"] else 0
         breakdown["kv_cache"] = kv
         breakdown["activations"] = sim["activations"] + max(0, sim["kv"] - kv)
+        trainable = 0
+    elif task == "eval":  # the cache transformers builds by default (use_cache) is alive with the logits
+        breakdown["kv_cache"], breakdown["activations"] = sim["kv"], sim["activations"]
         trainable = 0
     else:
         if task == "full":
@@ -520,7 +527,7 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
         else:
             breakdown["gradients"], breakdown["activations"] = sim["gradients"], sim["activations"]
     if device == "cpu":
-        breakdown["overhead"] = CPU_OVERHEAD["inference" if task == "inference" else "train"]
+        breakdown["overhead"] = CPU_OVERHEAD["inference" if task in FORWARD_ONLY else "train"]
     return Estimate(model=_model_name(config), task=task, dtype=dtype, quant=quant, batch=batch, seq_len=seq_len,
                     gradient_checkpointing=gc, lora_r=lora, new_tokens=new_tokens if task == "inference" else 0,
                     device=device, params=counts["params"], trainable_params=trainable,

@@ -17,7 +17,7 @@ from typing import Any
 from .device import HardwareCard, simulated_card
 from .errors import ConfigError, HardwareError, MemoryBudgetError
 from .memory import BREAKDOWN_KEYS, BREAKDOWN_LABELS, Estimate, estimate, format_bytes, parse_size
-from .types import Dtype, Quant, Task, parse_dtype, parse_quant, parse_task
+from .types import FORWARD_ONLY, Dtype, Quant, Task, parse_dtype, parse_quant, parse_task
 
 __all__ = ["Plan", "compute_dtypes", "plan"]
 
@@ -167,7 +167,8 @@ def plan(model: Any, budget: Any = None, task: Task = "inference", batch: int = 
 
     model: a hub id or alias, a local folder, a config or a model (see `llmcourse.estimate`).
     budget: bytes, or a string like "4GiB", "4GB", "4096MiB".
-    task: "inference", "full", "lora" or "qlora".
+    task: "inference" (generation), "eval" (a forward pass with logits at every position: perplexity, scoring),
+        "full", "lora" or "qlora".
     dtype, quant, gradient_checkpointing: fix these instead of choosing them (the plan then only reports whether
         that configuration fits, and lowers nothing).
     device: the hardware to plan for: None (this machine, `llmcourse.detect()`), a card from `detect()`, or a
@@ -212,7 +213,7 @@ def plan(model: Any, budget: Any = None, task: Task = "inference", batch: int = 
         return est, ok
 
     chosen = None
-    training = task != "inference"
+    training = task not in FORWARD_ONLY
     gc_options = [bool(gradient_checkpointing)] if gradient_checkpointing is not None else [False]
     for dt, q in _candidates(task, half, quant_ok, dtype, quant, qdt):
         for gc in gc_options:

@@ -14,10 +14,11 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DTYPES", "QUANTS", "TASKS", "Dtype", "Quant", "Task", "dtype_bytes", "dtype_of", "parse_dtype",
-           "parse_quant", "parse_task", "torch_dtype"]
+__all__ = ["DTYPES", "FORWARD_ONLY", "QUANTS", "TASKS", "Dtype", "Quant", "Task", "dtype_bytes", "dtype_of",
+           "parse_dtype", "parse_quant", "parse_task", "torch_dtype"]
 
-Task = Literal["inference", "full", "lora", "qlora"]
+Task = Literal["inference", "eval", "full", "lora", "qlora"]
+FORWARD_ONLY: tuple[Task, ...] = ("inference", "eval")  # no gradients, no optimizer
 Dtype = Literal["fp32", "bf16", "fp16"]
 Quant = Literal["int8", "nf4"]  # bitsandbytes; None means no quantization
 
@@ -31,7 +32,7 @@ _NO_QUANT = (None, "", "none")
 
 
 def parse_task(value: Any) -> Task:
-    """A task name ('inference', 'full', 'lora', 'qlora'); ConfigError for anything else."""
+    """A task name ('inference', 'eval', 'full', 'lora', 'qlora'); ConfigError for anything else."""
     if value not in TASKS:
         raise ConfigError(f"task {value!r} is not one of {', '.join(TASKS)}. Fix: pass one of those names.")
     return value

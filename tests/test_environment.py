@@ -72,3 +72,24 @@ def test_setup_silences_torchao_import_notes_but_not_errors():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "an error still shows" in out.stderr
     assert "Failed to load" not in out.stderr and "site-packages" not in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("conda_env, expected", [("llmcourse", "CONDA"), ("base", ".venv"), ("", ".venv")])
+def test_make_setup_uses_the_activated_conda_environment(tmp_path, conda_env, expected):
+    """`conda env create -f environment.yml` then `make lab` must not install everything again into .venv."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+    prefix = tmp_path / "conda-env"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDA") and k != "VENV"}
+    if conda_env:
+        env.update(CONDA_PREFIX=str(prefix), CONDA_DEFAULT_ENV=conda_env)
+    dry = subprocess.run(["make", "-n", "-C", str(root), "setup"], env=env, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    want = f"{prefix}/bin/python -m pip install" if expected == "CONDA" else ".venv/bin/python -m pip install"
+    assert want in dry.stdout, dry.stdout
+    assert ("-m venv .venv" in dry.stdout) == (expected == ".venv"), dry.stdout

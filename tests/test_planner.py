@@ -114,3 +114,21 @@ def test_quantized_layers_compute_in_fp32_on_a_cpu_without_fast_bf16():
     fast = plan(tiny_llama(), budget="8GiB", task="qlora", seq_len=64, device=simulated_card("cpu"))
     assert (fast.dtype, fast.quant) == ("bf16", "nf4")
     assert p.total_bytes > fast.total_bytes  # fp32 embeddings and norms cost more than bf16 ones
+
+
+@pytest.mark.slow
+def test_cli_eval_task_from_a_config_folder_offline(tmp_path):
+    """`plan --task eval` from a local config folder, offline, in JSON; too small a budget for a fixed configuration
+    (--quant none) exits 2 with "does not fit" and the numbers, not an error from another configuration."""
+    from benchmarks.memory import make_config
+
+    make_config("qwen2", "S").save_pretrained(tmp_path)
+    r = _cli(str(tmp_path), "--task", "eval", "--batch", "4", "--seq-len", "256", "--budget", "8GiB", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["task"], out["fits"], out["dtype"], out["trainable_params"]) == ("eval", True, "fp32", 0)
+    assert out["breakdown"]["activations"] > 4 * 256 * 151_936 * 4  # every position's fp32 logits, at least
+    r = _cli(str(tmp_path), "--task", "eval", "--batch", "4", "--seq-len", "256", "--quant", "none",
+             "--budget", "300MiB")
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "does NOT fit" in r.stdout and "300.0 MiB" in r.stdout and "Traceback" not in r.stderr

@@ -78,7 +78,7 @@ def _exercises(nb: Any) -> dict[str, str]:
     return {k: re.sub(r"\s*[（(][^()（）]*(?:points?|分)[)）]\s*$", "", v) for k, v in found}
 
 
-def _header(entry, nb: Any, page: str, zh: bool, student: str) -> str:
+def _header(entry, nb: Any, zh: bool, student: str) -> str:
     stored, _ = stored_seconds(nb)
     titles = _exercises(nb)
     unit = "分" if zh else "pts"
@@ -107,7 +107,7 @@ def _stage_notebook(root: Path, src: Path, entry, zh: bool) -> str:
     if zh and nb.cells and "badges" in nb.cells[0].metadata.get("tags", []):  # the header links the other language
         nb.cells[0].source = cell_source(nb.cells[0]).split(" · [English edition]")[0]
     rel = "../" * len(Path(entry.path).parent.parts) + "student/" + entry.path
-    header = nbformat.v4.new_markdown_cell(_header(entry, source, entry.path, zh, rel))
+    header = nbformat.v4.new_markdown_cell(_header(entry, source, zh, rel))
     header.metadata["tags"] = ["site-header"]
     nb.cells.insert(1, header)
     write_notebook(nb, src / entry.path)

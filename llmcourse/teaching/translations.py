@@ -286,8 +286,9 @@ def _check_one(english: str, root: Path, every: set[str], terms) -> list[Problem
             out.append(Problem(english, i, f"{_first_line(text)!r} (key {key}): {why}. Fix: run `llmcourse "
                                f"translations todo {english}` and translate it in {translation_path(english)}."))
             continue
+        prose = _prose(text)
         for pattern, en, term in terms:
-            if pattern.search(_prose(text)) and term not in zh[key]:
+            if pattern.search(prose) and term not in zh[key]:
                 out.append(Problem(english, i, f"the English says {en!r} but the translation lacks the glossary term "
                                    f"{term!r}. Fix: use {term} (curriculum/{LANGUAGE}/glossary.yaml)."))
         left = english_prose_lines(zh[key])
