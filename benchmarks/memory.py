@@ -45,9 +45,36 @@ ARCHS = {
                         num_key_value_heads=2),
               "M": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
                         num_key_value_heads=2)},
+    # a mixture of experts: 4 experts, 2 per token
+    "mixtral": {"S": dict(hidden_size=256, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4,
+                          num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
+                "M": dict(hidden_size=512, intermediate_size=688, num_hidden_layers=6, num_attention_heads=8,
+                          num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2)},
+    "bart": {"S": dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
+                       decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024),
+             "M": dict(d_model=512, encoder_layers=6, decoder_layers=4, encoder_attention_heads=8,
+                       decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048)},
+    # --- set aside, never measured while the estimator is tuned (HELD_OUT): untied GQA with one key/value head,
+    # GPT-NeoX (untied, parallel residual), T5 (relative positions), a Qwen2 MoE (shared expert, 152k vocabulary),
+    # DeBERTa-v2 (disentangled attention) and Phi-3 (fused projections)
+    "t5": {"S": dict(d_model=256, d_ff=1024, d_kv=64, num_layers=4, num_decoder_layers=4, num_heads=4),
+           "M": dict(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_decoder_layers=4, num_heads=8)},
+    "qwen2_moe": {"S": dict(hidden_size=128, intermediate_size=352, moe_intermediate_size=96,
+                            shared_expert_intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, num_experts=8, num_experts_per_tok=2),
+                  "M": dict(hidden_size=256, intermediate_size=704, moe_intermediate_size=192,
+                            shared_expert_intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                            num_key_value_heads=2, num_experts=8, num_experts_per_tok=2)},
 }
+# the held-out decoders and encoder take the tuning half's sizes, with their own attention
+ARCHS["mistral"] = {s: dict(kw, num_key_value_heads=kw["num_attention_heads"] // 4) for s, kw in ARCHS["llama"].items()}
+ARCHS["phi3"] = {s: dict(kw, num_key_value_heads=kw["num_attention_heads"]) for s, kw in ARCHS["llama"].items()}
+ARCHS["gpt_neox"] = {s: dict(kw) for s, kw in ARCHS["bert"].items()}
+ARCHS["deberta_v2"] = {s: dict(kw) for s, kw in ARCHS["bert"].items()}
+TUNING = ("llama", "gpt2", "bert", "qwen2", "mixtral", "bart")
+HELD_OUT = ("mistral", "gpt_neox", "t5", "qwen2_moe", "deberta_v2", "phi3")
 VOCAB = 16000
-VOCABS = {"qwen2": 151_936}  # the rest use VOCAB
+VOCABS = {"qwen2": 151_936, "qwen2_moe": 151_936}  # the rest use VOCAB
 TASK_ROWS = [  # (task, dtype, quant, gradient_checkpointing); "compute": the 4-bit compute dtype `plan` picks here
     ("inference", "fp32", None, False),
     ("eval", "fp32", None, False),
@@ -65,24 +92,36 @@ def compute_dtype() -> str:
     return compute_dtypes(detect(probe_bnb=False))[1]
 
 
-def make_config(arch: str, size: str):
-    """The benchmark's model configs: Llama-style, GPT-2, BERT (sequence classification) and Qwen2 (a 152k
-    vocabulary), two sizes each."""
-    from transformers import BertConfig, GPT2Config, LlamaConfig, Qwen2Config
+FAMILIES = {  # arch: (transformers config class, model class, settings shared by both sizes)
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(max_position_embeddings=1024, tie_word_embeddings=True)),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_positions=1024, bos_token_id=0, eos_token_id=0)),
+    "bert": ("BertConfig", "BertForSequenceClassification", dict(max_position_embeddings=1024, num_labels=3)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(max_position_embeddings=1024, tie_word_embeddings=True)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(max_position_embeddings=1024, tie_word_embeddings=False)),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(max_position_embeddings=1024)),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(max_position_embeddings=1024, tie_word_embeddings=False)),
+    "bart": ("BartConfig", "BartForConditionalGeneration", dict(max_position_embeddings=1024, pad_token_id=1,
+                                                                 decoder_start_token_id=2)),
+    "t5": ("T5Config", "T5ForConditionalGeneration", dict(decoder_start_token_id=0, pad_token_id=0)),
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", dict(max_position_embeddings=1024,
+                                                               tie_word_embeddings=True)),
+    "deberta_v2": ("DebertaV2Config", "DebertaV2ForSequenceClassification", dict(max_position_embeddings=1024,
+                                                                                 num_labels=3)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(max_position_embeddings=1024, tie_word_embeddings=False,
+                                                   pad_token_id=0, bos_token_id=0, eos_token_id=0)),
+}
+DEPTH_KEYS = {"gpt2": ("n_layer",), "t5": ("num_layers", "num_decoder_layers"),
+              "bart": ("encoder_layers", "decoder_layers")}  # else num_hidden_layers
 
+
+def make_config(arch: str, size: str):
+    """The benchmark's model configs (`FAMILIES`), two sizes each (`ARCHS`), or `size` as JSON settings."""
+    import transformers
+
+    config_class, model_class, fixed = FAMILIES[arch]
     kw = dict(ARCHS[arch][size]) if size in ARCHS[arch] else json.loads(size)
-    if arch == "qwen2":
-        cfg = Qwen2Config(vocab_size=VOCABS[arch], max_position_embeddings=1024, tie_word_embeddings=True, **kw)
-        cfg.architectures = ["Qwen2ForCausalLM"]
-    elif arch == "llama":
-        cfg = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=1024, tie_word_embeddings=True, **kw)
-        cfg.architectures = ["LlamaForCausalLM"]
-    elif arch == "gpt2":
-        cfg = GPT2Config(vocab_size=VOCAB, n_positions=1024, bos_token_id=0, eos_token_id=0, **kw)
-        cfg.architectures = ["GPT2LMHeadModel"]
-    else:
-        cfg = BertConfig(vocab_size=VOCAB, max_position_embeddings=1024, num_labels=3, **kw)
-        cfg.architectures = ["BertForSequenceClassification"]
+    cfg = getattr(transformers, config_class)(vocab_size=VOCABS.get(arch, VOCAB), **fixed, **kw)
+    cfg.architectures = [model_class]
     cfg._name_or_path = f"{arch}-{size}"
     return cfg
 
@@ -242,7 +281,8 @@ def worker(spec: dict) -> dict:
 
 def _warmup_kwargs(spec: dict) -> dict:
     kw = dict(ARCHS[spec["arch"]][spec["size"]]) if spec["size"] in ARCHS[spec["arch"]] else json.loads(spec["size"])
-    kw["n_layer" if spec["arch"] == "gpt2" else "num_hidden_layers"] = 1
+    for key in DEPTH_KEYS.get(spec["arch"], ("num_hidden_layers",)):
+        kw[key] = 1
     return kw
 
 
@@ -358,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(argv[1]))))
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
-    parser.add_argument("--archs", default="llama,gpt2,bert")
+    parser.add_argument("--archs", default="llama,gpt2,bert",
+                        help="comma-separated names from ARCHS, or 'tuning' / 'held-out' for a half of the protocol")
     parser.add_argument("--sizes", default="S,M")
     parser.add_argument("--resident-repeats", type=int, default=0,
                         help="also measure each row this many times with glibc's default allocator settings (CPU)")
@@ -366,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write all rows to this file")
     args = parser.parse_args(argv)
     t0 = time.time()
-    rows = memory_table(args.archs.split(","), args.sizes.split(","), args.resident_repeats)
+    archs = {"tuning": TUNING, "held-out": HELD_OUT}.get(args.archs) or args.archs.split(",")
+    rows = memory_table(archs, args.sizes.split(","), args.resident_repeats)
     print()
     side = qlora_table(steps=args.qlora_steps)
     print(f"\n({time.time() - t0:.0f} s)")

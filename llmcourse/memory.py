@@ -202,9 +202,13 @@ def _model_name(config) -> str:
     return getattr(config, "_name_or_path", "") or (config.architectures or [config.model_type])[0]
 
 
-def _with_layers(config, n: int):
+def _with_layers(config, n: int, decoder: int | None = None):
+    """A copy with `n` layers (an encoder-decoder: `n` encoder and `decoder` (default `n`) decoder layers)."""
     cfg = copy.deepcopy(config)
     cfg.num_hidden_layers = n
+    if _decoder_layers(config) is not None:
+        setattr(cfg, _DECODER_DEPTH[0] if hasattr(cfg, _DECODER_DEPTH[0]) else _DECODER_DEPTH[1],
+                n if decoder is None else decoder)
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = list(cfg.layer_types)[:n]
     return cfg
@@ -212,6 +216,30 @@ def _with_layers(config, n: int):
 
 def _num_layers(config) -> int:
     return int(config.num_hidden_layers)
+
+
+_DECODER_DEPTH = ("num_decoder_layers", "decoder_layers")  # T5's name, BART's name
+
+
+def _decoder_layers(config) -> int | None:
+    """The decoder's depth of an encoder-decoder (T5, BART), else None."""
+    if not getattr(config, "is_encoder_decoder", False):
+        return None
+    n = next((getattr(config, k) for k in _DECODER_DEPTH if getattr(config, k, None) is not None), None)
+    return int(n if n is not None else config.num_hidden_layers)
+
+
+def _depth_extrapolated(config, run) -> dict[str, Any]:
+    """`run(cfg)` -> dict of numbers, at the full depth from 2- and 3-layer copies: every layer of a stack has the same
+    shapes, so each adds the same. An encoder-decoder varies its two stacks separately (three small runs)."""
+    n, d = _num_layers(config), _decoder_layers(config)
+    if n <= 3 and (d is None or d <= 3):
+        return run(config)
+    if d is None:
+        r2, r3 = run(_with_layers(config, 2)), run(_with_layers(config, 3))
+        return {k: r3[k] + (r3[k] - r2[k]) * (n - 3) for k in r2}
+    base, enc, dec = run(_with_layers(config, 2, 2)), run(_with_layers(config, 3, 2)), run(_with_layers(config, 2, 3))
+    return {k: base[k] + (enc[k] - base[k]) * (n - 2) + (dec[k] - base[k]) * (d - 2) for k in base}
 
 
 # ------------------------------------------------------------------------------------------------ counting weights
@@ -334,11 +362,15 @@ def _inputs(model, batch: int, seq_len: int, task: Task):
     kwargs = {"input_ids": ids}  # no attention mask: all ones is the same, and checking it needs real values
     name = type(model).__name__
     causal = name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
-    if task == "inference":  # generation's prefill: transformers keeps the last position's logits only
+    seq2seq = getattr(model.config, "is_encoder_decoder", False)
+    if task == "inference" and seq2seq:  # encode the prompt, then the decoder's first step, with its cache
+        kwargs["decoder_input_ids"] = torch.zeros(batch, 1, dtype=torch.long, device="meta")
+        kwargs["use_cache"] = True
+    elif task == "inference":  # generation's prefill: transformers keeps the last position's logits only
         if causal:
             kwargs["use_cache"] = True
             kwargs["logits_to_keep"] = 1
-    elif causal or name.endswith("ForMaskedLM"):  # eval and training: logits at every position, and the loss
+    elif causal or seq2seq or name.endswith("ForMaskedLM"):  # eval, training: logits at every position, the loss
         kwargs["labels"] = ids
     elif name.endswith("ForSequenceClassification"):
         kwargs["labels"] = torch.zeros(batch, dtype=torch.long, device="meta")
@@ -350,12 +382,28 @@ def _cache_tensors(out) -> list:
     if pkv is None:
         return []
     tensors = []
-    for layer in getattr(pkv, "layers", []):
-        for attr in ("keys", "values"):
-            t = getattr(layer, attr, None)
-            if t is not None:
-                tensors.append(t)
+    caches = [pkv] + [getattr(pkv, a) for a in ("self_attention_cache", "cross_attention_cache") if hasattr(pkv, a)]
+    for cache in caches:  # an encoder-decoder's cache holds one for its self- and one for its cross-attention
+        for layer in getattr(cache, "layers", []):
+            for attr in ("keys", "values"):
+                t = getattr(layer, attr, None)
+                if t is not None:
+                    tensors.append(t)
     return tensors
+
+
+def _meta_experts():
+    """Mixture-of-experts layers multiply each expert's share of the tokens with one grouped matmul, whose meta kernel
+    takes bf16 only: on meta tensors route it to transformers' own fallback, whose outputs have the same shapes (every
+    token through its top-k experts, not through all of them). Returns (module, original) to restore, or None."""
+    try:
+        from transformers.integrations import moe
+    except ImportError:
+        return None
+    original = moe._can_use_grouped_mm
+    moe._can_use_grouped_mm = lambda input, weight, offs: weight.device.type != "meta" and original(input, weight,
+                                                                                                      offs)
+    return moe, original
 
 
 def _simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, seq_len: int, lora_r: int | None,
@@ -385,8 +433,12 @@ def _simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int,
     kv_keys: set[int] = set()
     from transformers import masking_utils
 
-    saved = masking_utils.find_packed_sequence_indices
-    masking_utils.find_packed_sequence_indices = lambda *a, **k: None  # it reads values; no packed sequences here
+    # both read values, which meta tensors have not: no packed sequences, and no padding (every mask all ones)
+    saved = masking_utils.find_packed_sequence_indices, getattr(masking_utils, "fast_all", None)
+    masking_utils.find_packed_sequence_indices = lambda *a, **k: None
+    if saved[1] is not None:
+        masking_utils.fast_all = lambda *a, **k: True
+    moe = _meta_experts()
     try:
         tracker.__enter__()
         if train:
@@ -406,7 +458,11 @@ def _simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int,
             del out
     finally:
         tracker.__exit__(None, None, None)
-        masking_utils.find_packed_sequence_indices = saved
+        masking_utils.find_packed_sequence_indices = saved[0]
+        if saved[1] is not None:
+            masking_utils.fast_all = saved[1]
+        if moe is not None:
+            moe[0]._can_use_grouped_mm = moe[1]
     grad_keys = {tracker.serial_of(p.grad) for p in model.parameters() if p.grad is not None}
     snap = tracker.peak_snapshot
     grads = sum(n for k, n in snap.items() if k in grad_keys)
@@ -424,14 +480,11 @@ def _simulate_cached(config_json: str, model_type: str, *args) -> dict[str, int]
 
 
 def _extrapolate(config, task, dtype, quant, batch, seq_len, lora_r, gc) -> dict[str, int]:
-    n = _num_layers(config)
-    if n <= 3:
-        cfg = config
+    def run(cfg):
         return _simulate_cached(cfg.to_json_string(use_diff=False), cfg.model_type, task, dtype, quant, batch,
                                 seq_len, lora_r, gc)
-    r2, r3 = (_simulate_cached(c.to_json_string(use_diff=False), c.model_type, task, dtype, quant, batch, seq_len,
-                               lora_r, gc) for c in (_with_layers(config, 2), _with_layers(config, 3)))
-    return {k: max(0, r3[k] + (r3[k] - r2[k]) * (n - 3)) for k in r2}
+
+    return {k: max(0, v) for k, v in _depth_extrapolated(config, run).items()}
 
 
 @functools.lru_cache(maxsize=256)
@@ -444,26 +497,28 @@ def _count_cached(config_json: str, model_type: str, dtype, quant, lora_r, doubl
 
 
 def _count_extrapolated(config, dtype, quant, lora_r, double_quant) -> dict[str, Any]:
-    n = _num_layers(config)
-    if n <= 3:
-        return _count_cached(config.to_json_string(use_diff=False), config.model_type, dtype, quant, lora_r,
-                             double_quant)
-    c2, c3 = (_count_cached(c.to_json_string(use_diff=False), c.model_type, dtype, quant, lora_r, double_quant)
-              for c in (_with_layers(config, 2), _with_layers(config, 3)))
-    out = {k: c3[k] + (c3[k] - c2[k]) * (n - 3) for k in ("params", "weight_bytes", "adapter_params")}
-    out["by_type"] = {t: c3["by_type"].get(t, 0) + (c3["by_type"].get(t, 0) - c2["by_type"].get(t, 0)) * (n - 3)
-                      for t in c3["by_type"]}
-    out["largest_quantized"] = c3["largest_quantized"]
-    out["largest_param"] = c3["largest_param"]
-    return out
+    largest = {}
+
+    def run(cfg):
+        c = _count_cached(cfg.to_json_string(use_diff=False), cfg.model_type, dtype, quant, lora_r, double_quant)
+        largest.update(largest_quantized=c["largest_quantized"], largest_param=c["largest_param"])  # any depth's
+        return {**{k: c[k] for k in ("params", "weight_bytes", "adapter_params")},
+                **{("type", t): n for t, n in c["by_type"].items()}}
+
+    flat = _depth_extrapolated(config, run)
+    out = {k: v for k, v in flat.items() if not isinstance(k, tuple)}
+    out["by_type"] = {k[1]: v for k, v in flat.items() if isinstance(k, tuple)}
+    return {**out, **largest}
 
 
 def kv_cache_bytes(config, batch: int, tokens: int, dtype: Dtype = "bf16") -> int:
     """Bytes of a KV cache: 2 (keys and values) x layers x kv heads x head dim x batch x tokens x bytes."""
-    heads = getattr(config, "num_attention_heads", None) or config.n_head
+    heads = (getattr(config, "decoder_attention_heads", None) or getattr(config, "num_attention_heads", None)
+             or config.n_head)
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return 2 * _num_layers(config) * kv_heads * head_dim * batch * tokens * dtype_bytes(dtype)
+    head_dim = getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or config.hidden_size // heads
+    layers = _decoder_layers(config) or _num_layers(config)  # an encoder-decoder caches in its decoder only
+    return 2 * layers * kv_heads * head_dim * batch * tokens * dtype_bytes(dtype)
 
 
 # ------------------------------------------------------------------------------------------------------ the public
