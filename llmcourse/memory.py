@@ -15,10 +15,12 @@ and run a first small step (the libraries' own code and thread pools are not cou
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import re
+import warnings
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -406,6 +408,26 @@ def _meta_experts():
     return moe, original
 
 
+@contextlib.contextmanager
+def _meta_safe():
+    """peft's adapters on fused expert weights switch autocast off for their device, which fails for "meta": there it
+    is a no-op (nothing on meta runs under autocast); and lora_config's warning about their dropout stays quiet."""
+    import torch
+
+    original = torch.autocast
+
+    def autocast(device_type, *args, **kwargs):
+        return contextlib.nullcontext() if device_type == "meta" else original(device_type, *args, **kwargs)
+
+    torch.autocast = autocast
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"LoRA dropout .* set to 0")
+            yield
+    finally:
+        torch.autocast = original
+
+
 def _simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, seq_len: int, lora_r: int | None,
               gradient_checkpointing: bool) -> dict[str, int]:
     """Run the task on meta tensors; return the peak live bytes split into activations / gradients / kv."""
@@ -476,7 +498,8 @@ def _simulate_cached(config_json: str, model_type: str, *args) -> dict[str, int]
 
     data = json.loads(config_json)
     data.pop("model_type", None)
-    return _simulate(AutoConfig.for_model(model_type, **data), *args)
+    with _meta_safe():
+        return _simulate(AutoConfig.for_model(model_type, **data), *args)
 
 
 def _extrapolate(config, task, dtype, quant, batch, seq_len, lora_r, gc) -> dict[str, int]:
@@ -493,7 +516,8 @@ def _count_cached(config_json: str, model_type: str, dtype, quant, lora_r, doubl
 
     data = json.loads(config_json)
     data.pop("model_type", None)
-    return _count(AutoConfig.for_model(model_type, **data), dtype, quant, lora_r, double_quant)
+    with _meta_safe():
+        return _count(AutoConfig.for_model(model_type, **data), dtype, quant, lora_r, double_quant)
 
 
 def _count_extrapolated(config, dtype, quant, lora_r, double_quant) -> dict[str, Any]:

@@ -103,9 +103,16 @@ def task_type(model) -> str | None:
 def lora_config(model, r: int = 16, alpha: int | None = None, dropout: float = 0.05, targets: Any = "all-linear",
                 task: str | None = None):
     """A peft LoraConfig: adapters on every linear layer but the output head ("all-linear"), and not on a
-    classifier's head or pooler; `targets` may instead list layer names such as ["q_proj", "v_proj"]."""
+    classifier's head or pooler; `targets` may instead list layer names such as ["q_proj", "v_proj"].
+
+    A mixture-of-experts model keeps its experts' weights fused in one tensor per projection (transformers 5), which
+    peft adapts as parameters, without dropout: there the dropout is 0, with a warning."""
     from peft import LoraConfig
 
+    if dropout and any(type(m).__name__.endswith("Experts") for m in model.modules()):
+        warnings.warn(f"LoRA dropout {dropout} set to 0: this model's experts are fused weights, which peft adapts "
+                      "as parameters, and those take no dropout.", stacklevel=2)
+        dropout = 0.0
     exclude = None
     if targets in ("all-linear", None):
         targets = "all-linear"

@@ -88,7 +88,7 @@ def test_make_setup_uses_the_activated_conda_environment(tmp_path, conda_env, ex
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDA") and k != "VENV"}
     if conda_env:
         env.update(CONDA_PREFIX=str(prefix), CONDA_DEFAULT_ENV=conda_env)
-    dry = subprocess.run(["make", "-n", "-C", str(root), "setup"], env=env, capture_output=True, text=True)
+    dry = subprocess.run(["make", "-n", "-B", "-C", str(root), "setup"], env=env, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
     want = f"{prefix}/bin/python -m pip install" if expected == "CONDA" else ".venv/bin/python -m pip install"
     assert want in dry.stdout, dry.stdout

@@ -184,7 +184,7 @@ def test_encoder_decoder_and_experts_simulate_on_meta(arch):
     from benchmarks.memory import make_config
 
     cfg = make_config(arch, "M")
-    for task in ("inference", "eval", "full"):
+    for task in ("inference", "eval", "full", "lora"):
         e = estimate(cfg, task, batch=2, seq_len=64)
         assert e.breakdown["activations"] > 0 and e.total_bytes > e.breakdown["weights"]
     if arch == "mixtral":  # every expert's weights are resident: 8 experts x 3 matrices per layer
@@ -193,9 +193,20 @@ def test_encoder_decoder_and_experts_simulate_on_meta(arch):
 
 @pytest.mark.slow
 @pytest.mark.platform("linux")
-@pytest.mark.parametrize("arch", ["bart", "mixtral"])
-def test_encoder_decoder_and_experts_within_10_percent_of_measured(arch):
+@pytest.mark.parametrize("arch, task", [("bart", "full"), ("mixtral", "full"), ("mixtral", "lora")])
+def test_encoder_decoder_and_experts_within_10_percent_of_measured(arch, task):
     from benchmarks.memory import measure
 
-    r = measure(arch, "S", "full", steps=2, fixed_mmap=True)
+    r = measure(arch, "S", task, steps=2, fixed_mmap=True)
     assert abs(r["error"]) <= 0.10, r
+
+
+def test_lora_on_fused_experts_drops_dropout_with_a_warning():
+    """peft adapts transformers 5's fused expert weights as parameters, which refuse dropout: say so, and use 0."""
+    from benchmarks.memory import make_config
+    from llmcourse.surgery import lora_config, meta_model
+
+    moe, dense = (meta_model(make_config(a, "S"), "fp32") for a in ("mixtral", "llama"))
+    with pytest.warns(UserWarning, match="dropout 0.05 set to 0"):
+        assert lora_config(moe).lora_dropout == 0
+    assert lora_config(dense).lora_dropout == 0.05
