@@ -143,7 +143,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _release(args: argparse.Namespace) -> int:
     from .teaching.release import release
 
-    written = release(args.notebooks or None, out=args.out)
+    written = release(args.notebooks or None, out=args.out, force=args.force)
     for path in written:
         print(f"wrote {path}")
     print(f"{len(written)} student cop{'y' if len(written) == 1 else 'ies'} in {args.out}")
@@ -158,7 +158,8 @@ def _grade(args: argparse.Namespace) -> int:
     params = parse_parameters(args.parameters)
     try:
         records = grade(args.submissions, args.notebook, out=args.out, jobs=args.jobs, timeout=args.timeout,
-                        memory_gib=args.memory, parameters=params, force=args.force)
+                        memory_gib=args.memory, parameters=params, force=args.force, output_mib=args.output_limit,
+                        scheduler=args.scheduler)
     except KeyboardInterrupt:
         print(f"interrupted: finished submissions are saved in {args.out}; run the same command again to grade the "
               "rest.", file=sys.stderr)
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                    help="reference notebooks to release (default: every notebook in curriculum/syllabus.yaml)")
     p.add_argument("--out", default="release", metavar="DIR", help="folder for the student copies (default: release)")
+    p.add_argument("--force", action="store_true",
+                   help="write into DIR even when it holds course material or notebooks that differ from the copies")
     p.set_defaults(func=_release)
 
     p = sub.add_parser("grade", help="grade student submissions with papermill in a sandbox")
@@ -283,7 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-clock seconds per submission (default: 600)")
     p.add_argument("--memory", type=float, default=4.0, metavar="GiB",
                    help="resident memory per submission (default: 4)")
+    p.add_argument("--output-limit", type=float, metavar="MiB",
+                   help="output per submission that the grader lets it write and stores (default: 20)")
     _parameter_option(p)
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on a Dask cluster: its scheduler's address (tcp://HOST:8786), or local:N for N local "
+                        "worker processes; --jobs is then unused (needs the grading extra)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded in DIR")
     p.set_defaults(func=_grade)
 

@@ -265,7 +265,7 @@ def test_reports_and_notebooks(batch):
     assert "reordered" in report[("wrong", "1.3")]["message"]
     assert "KeyError" in report[("crash", "1.2")]["message"]
     assert "NaN or inf" in report[("wrong", "1.1")]["message"]
-    assert not (out / ".work").exists() or not any((out / ".work").iterdir())
+    assert not (out / ".work").exists()  # kernels run in a temporary folder outside the output folder
 
 
 @pytest.mark.slow
@@ -297,7 +297,9 @@ def test_interrupted_batch_resumes(tmp_path, timeout):
     out = tmp_path / "grades"
     cmd = [sys.executable, "-m", "llmcourse.cli", "grade", *map(str, subs), "--notebook", str(FIXTURE),
            "--out", str(out), "--jobs", "1", "--timeout", str(timeout), "--memory", str(MEMORY_GIB)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    tmp = tmp_path / "tmp"  # the kernels' folders, outside `out`
+    tmp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 4 * timeout
@@ -308,9 +310,9 @@ def test_interrupted_batch_resumes(tmp_path, timeout):
     os.kill(proc.pid, signal.SIGKILL)  # the grader dies at once: no clean-up of its own
     proc.wait()
     deadline = time.monotonic() + 30  # the runner notices that its parent is gone and kills its kernel
-    while _leftovers(out) and time.monotonic() < deadline:
+    while _leftovers(tmp) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _leftovers(out), "a kernel outlived the killed batch"
+    assert not _leftovers(tmp), "a kernel outlived the killed batch"
     assert len(first) == 1
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=6 * timeout)
     assert done.returncode == 0, done.stderr
@@ -318,6 +320,7 @@ def test_interrupted_batch_resumes(tmp_path, timeout):
     assert all((out / "results" / name).read_bytes() == data for name, data in first.items())
     summary = {r["submission"]: r for r in read_csv(out / "summary.csv")}
     assert {k: float(v["score"]) for k, v in summary.items()} == {"correct": 5, "untouched": 0}
+    assert not list(tmp.glob("llmcourse-grade-*"))  # the killed batch's folder swept by the rerun, the rerun's removed
 
 
 # ---------------------------------------------------------------- without a kernel

@@ -67,3 +67,62 @@ def test_release_command_writes_week_folders(tmp_path, capsys):
     assert (tmp_path / "out" / "grading_sample.ipynb").exists()
     with pytest.raises(ConfigError, match="refusing to overwrite"):
         rel.release([week / "02_sample.ipynb"], out=tmp_path / "course")
+
+
+# ---------------------------------------------------------------- what release must not overwrite (issue 21, item 6)
+def _course(tmp_path: Path) -> Path:
+    """A reference notebook in a week folder, as in the course."""
+    week = tmp_path / "course" / "week01"
+    week.mkdir(parents=True)
+    (week / "02_sample.ipynb").write_bytes(FIXTURE.read_bytes())
+    return week / "02_sample.ipynb"
+
+
+def test_release_refuses_a_clone_of_the_course(tmp_path):
+    ref = _course(tmp_path)
+    clone = tmp_path / "clone"
+    (clone / "curriculum").mkdir(parents=True)
+    (clone / "curriculum" / "syllabus.yaml").write_text("weeks: []\n")
+    (clone / "week01").mkdir()
+    (clone / "week01" / "02_sample.ipynb").write_bytes(FIXTURE.read_bytes())  # with its solutions
+    with pytest.raises(ConfigError) as info:
+        rel.release([ref], out=clone)
+    message = str(info.value)
+    assert "course material (curriculum/syllabus.yaml, week01/02_sample.ipynb)" in message and "--force" in message
+    assert (clone / "week01" / "02_sample.ipynb").read_bytes() == FIXTURE.read_bytes()  # nothing written
+    assert rel.release([ref], out=clone, force=True) == [clone / "week01" / "02_sample.ipynb"]
+    assert "### BEGIN SOLUTION" not in (clone / "week01" / "02_sample.ipynb").read_text()
+
+
+def test_release_refuses_a_folder_with_solutions_even_without_a_syllabus(tmp_path):
+    ref = _course(tmp_path)
+    out = tmp_path / "out"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "answers.ipynb").write_bytes(FIXTURE.read_bytes())
+    (out / ".ipynb_checkpoints").mkdir()  # hidden folders are not looked at
+    with pytest.raises(ConfigError, match=r"course material \(notes/answers.ipynb\)"):
+        rel.release([ref], out=out)
+    assert not (out / "week01").exists()
+
+
+def test_release_never_overwrites_a_filled_in_notebook(tmp_path, capsys):
+    ref = _course(tmp_path)
+    out = tmp_path / "out"
+    (out / "README.txt").parent.mkdir(parents=True)
+    (out / "README.txt").write_text("hand-outs for week 1\n")  # not empty, but no course material: fine
+    [copy] = rel.release([ref], out=out)
+    assert rel.release([ref], out=out) == [copy]  # the same copy again: nothing lost, allowed
+    nb = nbformat.read(copy, as_version=4)
+    ex = next(c for c in nb.cells if "exercise" in c.metadata.get("tags", []))
+    ex.source = ex.source.replace("raise NotImplementedError()", "return 42  # the student's answer")
+    nbformat.write(nb, copy)
+    filled = copy.read_bytes()
+    with pytest.raises(ConfigError) as info:
+        rel.release([ref], out=out)
+    assert "1 notebook(s) in" in str(info.value) and "week01/02_sample.ipynb" in str(info.value)
+    assert "move them elsewhere" in str(info.value) and "--force" in str(info.value)
+    assert copy.read_bytes() == filled
+    assert main(["release", str(ref), "--out", str(out)]) == 1
+    assert "week01/02_sample.ipynb" in capsys.readouterr().err and copy.read_bytes() == filled
+    assert main(["release", str(ref), "--out", str(out), "--force"]) == 0
+    assert b"the student's answer" not in copy.read_bytes()

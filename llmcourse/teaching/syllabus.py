@@ -7,7 +7,9 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["Exercise", "Notebook", "load_syllabus", "notebook_entry", "project_root"]
+__all__ = ["SYLLABUS", "Exercise", "Notebook", "load_syllabus", "notebook_entry", "project_root"]
+
+SYLLABUS = Path("curriculum") / "syllabus.yaml"  # a course folder's syllabus, relative to that folder
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,11 @@ class Notebook:
 def project_root() -> Path:
     """The course folder (where curriculum/ lives), for a source checkout."""
     here = Path(__file__).resolve().parents[2]
-    if (here / "curriculum" / "syllabus.yaml").exists():
+    if (here / SYLLABUS).exists():
         return here
     cwd = Path.cwd()
     for folder in (cwd, *cwd.parents):
-        if (folder / "curriculum" / "syllabus.yaml").exists():
+        if (folder / SYLLABUS).exists():
             return folder
     raise ConfigError("curriculum/syllabus.yaml not found: run from the course folder (a clone of the repository).")
 
@@ -46,7 +48,7 @@ def load_syllabus(path: str | Path | None = None) -> dict:
     """The parsed syllabus: {'course', 'repository', 'weeks': [...], 'notebooks': [Notebook, ...]}."""
     import yaml
 
-    path = Path(path) if path else project_root() / "curriculum" / "syllabus.yaml"
+    path = Path(path) if path else project_root() / SYLLABUS
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     notebooks = []
     for week in data.get("weeks", []):

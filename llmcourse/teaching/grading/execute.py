@@ -1,21 +1,33 @@
-"""Grading, stage 3: one submission, run in the sandbox; its record (status, time, memory, one row per exercise)."""
+"""Grading, stage 3: one submission, run in the sandbox; its record (status, time, memory, one row per exercise).
+
+Whatever goes wrong with one submission ends in its record, never in the batch: a file that is not a notebook is
+``invalid`` (`submission`), a notebook that prints past the output limit is ``output-limit`` (`limits`), and a step
+of the grader's own that fails is ``disk`` or ``error`` (`failures`), each with its cause.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...files import atomic_write
+from ..notebooks import notebook_text
 from .assemble import build_graded_notebook, suspicious
+from .failures import StageFailed, failed_rows, stage
+from .limits import MESSAGE_CHARS, OutputWatch, cap_outputs, clean, mib
 from .reference import RefExercise
+from .submission import InvalidSubmission, parse_submission
 from .verdicts import read_verdicts
 
-__all__ = ["Job", "grade_one", "submission_name"]
+__all__ = ["Job", "Settings", "failed_record", "grade_one", "submission_name"]
+
+READ_BYTES = 256 * 2**20  # an executed notebook over this (or 16x the output limit) is not read back
 
 
 def submission_name(path: Path, reference: Path) -> str:
@@ -36,57 +48,136 @@ class Job:
     key: str
 
 
-def grade_one(job: Job, refs: list[RefExercise], reference: Path, out: Path, parameters: dict, timeout: float,
-               memory_bytes: int | None, env: dict, stop: threading.Event) -> dict:
-    """Grade one submission into `out` (its executed notebook); return its record (not yet saved)."""
+@dataclass
+class Settings:
+    """What every submission of a batch runs with."""
+
+    workdir: Path  # the batch's temporary folder, outside the output folder (`workdir.batch_workdir`)
+    timeout: float = 600.0  # wall-clock seconds per submission
+    memory_bytes: int | None = None  # resident memory of the whole process tree
+    output_bytes: int = 20 * 2**20  # output the notebook may write, and the grader stores
+    parameters: dict = field(default_factory=dict)  # injected into the notebook's parameters cell
+    env: dict = field(default_factory=dict)  # extra environment variables of the kernel
+
+
+def grade_one(job: Job, refs: list[RefExercise], reference: Path, out: Path, settings: Settings,
+              stop: threading.Event | None = None) -> dict:
+    """Grade one submission (its executed notebook goes into `out`); return its record, not yet saved."""
+    record = _new_record(job, reference)
+    try:
+        _grade(job, refs, out, settings, stop, record)
+    except InvalidSubmission as exc:
+        record.update(status="invalid", message=str(exc), rows=failed_rows(refs, "invalid", str(exc)))
+    except StageFailed as exc:
+        return failed_record(job, refs, reference, exc, record)
+    return clean(record, MESSAGE_CHARS)
+
+
+def _new_record(job: Job, reference: Path) -> dict:
+    return {"submission": job.name, "file": job.path.name, "key": job.key, "notebook": reference.name, "notes": [],
+            "seconds": 0.0}
+
+
+def failed_record(job: Job, refs: list[RefExercise], reference: Path, failure: StageFailed,
+                  record: dict | None = None) -> dict:
+    """The record of a submission whose grading failed at a step of the grader's own (status disk or error)."""
+    record = dict(record or _new_record(job, reference))
+    record.update(status=failure.status, message=failure.message,
+                  rows=failed_rows(refs, failure.status, failure.message),
+                  retry=True)  # the grader's trouble, not the student's: a rerun grades it again
+    return clean(record, MESSAGE_CHARS)
+
+
+def _grade(job: Job, refs: list[RefExercise], out: Path, settings: Settings, stop: threading.Event | None,
+           record: dict) -> None:
     import nbformat
 
-    from ..sandbox import run_notebook
-
     nonce = secrets.token_hex(16)
-    record = {"submission": job.name, "file": job.path.name, "key": job.key, "notebook": reference.name,
-              "notes": [], "seconds": 0.0}
-    raw = job.path.read_bytes()
     try:
-        student = nbformat.reads(raw.decode("utf-8"), as_version=4)
-        if not isinstance(student.get("cells"), list):
-            raise ValueError("no list of cells")
-    except Exception as exc:  # not JSON, not a notebook, not UTF-8...
-        msg = f"not a notebook file ({type(exc).__name__}): resubmit the .ipynb file that Jupyter saved."
-        record.update(status="invalid", rows=[{"exercise": ex.id, "status": "invalid", "points": 0.0,
-                                               "max_points": ex.points, "message": msg} for ex in refs])
-        return record
-    graded, notes = build_graded_notebook(student, refs, nonce)
-    record["notes"] = suspicious(student) + sorted({n for n in notes.values() if n and n != "missing"})
-    if any(n == "missing" for n in notes.values()):
-        record["notes"].append("exercise cells deleted: " + ", ".join(e for e, n in notes.items() if n == "missing"))
-    (out / ".work").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{job.name}-", dir=(out / ".work").resolve()))
+        raw = job.path.read_bytes()
+    except OSError as exc:
+        raise InvalidSubmission(f"the file cannot be read ({type(exc).__name__}: {exc})") from None
+    student = parse_submission(raw)
+    with stage("building the notebook to run"):
+        graded, notes = build_graded_notebook(student, refs, nonce)
+        record["notes"] = suspicious(student) + sorted({n for n in notes.values() if n and n != "missing"})
+        deleted = [e for e, n in notes.items() if n == "missing"]
+        if deleted:
+            record["notes"].append("exercise cells deleted: " + ", ".join(deleted))
+    with stage("preparing the run"):
+        tmp = Path(tempfile.mkdtemp(prefix=f"{job.name}-", dir=settings.workdir))
     try:
-        work = tmp / "work"
-        work.mkdir()
-        src, dst = tmp / "graded_input.ipynb", tmp / "graded_output.ipynb"
-        nbformat.write(graded, src)
-        for _attempt in range(3):  # a kernel that fails to start is the machine's fault, not the student's
-            outcome = run_notebook(src, dst, work, parameters, timeout, memory_bytes, env, stop)
-            if outcome.status != "failed to start":
-                break
-        if outcome.status == "failed to start":
-            outcome.status, outcome.message = "crashed", f"the kernel did not start ({outcome.message})."
-            record["retry"] = True  # the grader's trouble, not the student's: a rerun grades it again
-        try:
-            executed = nbformat.read(dst, as_version=4)
-        except Exception:  # killed while papermill was writing, or before it wrote anything
-            executed = None
+        work, src, dst = tmp / "work", tmp / "graded_input.ipynb", tmp / "graded_output.ipynb"
+        with stage("preparing the run"):
+            work.mkdir()
+            nbformat.write(graded, src)
+        with stage("running the notebook"), OutputWatch(dst, settings.output_bytes, stop) as watch:
+            outcome = _run(src, dst, work, settings, watch.halt, record)
+        with stage("reading the executed notebook"):
+            size = max(watch.size, dst.stat().st_size if dst.exists() else 0)
+            executed = _read_back(dst, size, settings.output_bytes)
+        outcome = _blame_output(outcome, watch.tripped, size, settings)
+        with stage("reading the verdicts"):
+            record["rows"] = read_verdicts(executed, refs, notes, nonce, outcome.status, outcome.message)
         if executed is not None and outcome.status != "interrupted":
-            atomic_write(out / "notebooks" / f"{job.name}.ipynb", nbformat.writes(executed))
+            with stage("storing the executed notebook"):
+                cap_outputs(executed, settings.output_bytes)
+                text = notebook_text(nbformat.from_dict(clean(executed)))
+                atomic_write(out / "notebooks" / f"{job.name}.ipynb", text)
+                record["notebook_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     record["status"] = outcome.status
     record["message"] = outcome.message
     record["seconds"] = round(outcome.seconds, 1)
     record["peak_memory_gib"] = round(outcome.peak_rss / 2**30, 2)
-    record["rows"] = read_verdicts(executed, refs, notes, nonce, outcome.status, outcome.message)
-    return record
 
 
+def _run(src: Path, dst: Path, work: Path, settings: Settings, halt: threading.Event, record: dict):
+    from ..sandbox import run_notebook
+
+    for _attempt in range(3):  # a kernel that fails to start is the machine's fault, not the student's
+        outcome = run_notebook(src, dst, work, settings.parameters, settings.timeout, settings.memory_bytes,
+                               settings.env, halt)
+        if outcome.status != "failed to start":
+            break
+    if outcome.status == "failed to start":
+        outcome.status, outcome.message = "crashed", f"the kernel did not start ({outcome.message})."
+        record["retry"] = True  # the grader's trouble, not the student's: a rerun grades it again
+    return outcome
+
+
+def _read_back(dst: Path, size: int, output_bytes: int):
+    """The executed notebook, or None when there is none, it was cut short, or it is too large to read."""
+    import nbformat
+
+    if not dst.exists() or size > max(READ_BYTES, 16 * output_bytes):
+        return None
+    try:
+        return nbformat.read(dst, as_version=4)
+    except Exception:  # killed while papermill was writing, or before it wrote anything
+        return None
+
+
+def _blame_output(outcome, tripped: bool, size: int, settings: Settings):
+    """The run's outcome, as ``output-limit`` when output was the true cause of how it ended.
+
+    That is when the watch stopped it, when its notebook passed the limit and the run then failed, or when it "timed
+    out" before its time limit: the runner gave up waiting for output that came faster than it could take it.
+    """
+    limit, seconds = settings.output_bytes, outcome.seconds
+    fix = "Fix: print less (a summary every few steps, not every step; no large arrays)."
+    if tripped and outcome.status == "interrupted":
+        outcome.message = (f"the notebook's output passed the limit of {mib(limit)} ({mib(size)} after {seconds:.0f} "
+                           f"s): the run was stopped. {fix}")
+    elif size > limit and outcome.status not in ("completed", "interrupted"):
+        outcome.message = (f"the notebook wrote {mib(size)} of output, over the limit of {mib(limit)}; the run ended "
+                           f"after {seconds:.0f} s, reported as {outcome.status}: {outcome.message} {fix}")
+    elif outcome.status == "timeout" and seconds < settings.timeout:
+        outcome.message = (f"the notebook's output ({mib(size)} saved) came faster than the grader could take it: "
+                           f"the runner gave up after {seconds:.0f} s, before the time limit of "
+                           f"{settings.timeout:g} s, and reported: {outcome.message} {fix}")
+    else:
+        return outcome
+    outcome.status = "output-limit"
+    return outcome

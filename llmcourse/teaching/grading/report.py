@@ -1,4 +1,8 @@
-"""Grading, stage 5: report.csv, summary.csv and report.html, rebuilt from the saved results."""
+"""Grading, stage 5: report.csv, summary.csv and report.html, rebuilt from the saved results.
+
+Given the batch's key, a saved record whose signature fails is shown as ``unverified``, with no points, until a rerun
+grades it again: what the reports show always comes from the grader.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import json
 from pathlib import Path
 
 from ...files import atomic_write
+from .signing import verify
 from .verdicts import STATUSES
 
 __all__ = ["load_records", "report_rows", "summary_rows", "write_reports"]
@@ -17,15 +22,39 @@ REPORT_FIELDS = ["submission", "exercise", "status", "points", "max_points", "me
 SUMMARY_FIELDS = ["submission", "status", "score", "max_score", "seconds", "notes"]
 
 
-def load_records(out: Path) -> list[dict]:
-    """The saved records in `out`/results, sorted by submission (unreadable files are skipped)."""
+UNVERIFIED = ("the stored result failed its signature check (changed after grading, or graded before results were "
+              "signed). Fix: run the grade command again with this submission: it is graded again.")
+
+
+def load_records(out: Path, key: bytes | None = None) -> list[dict]:
+    """The saved records in `out`/results, sorted by submission.
+
+    Without `key`, files that are not records are skipped; with it, every record whose signature fails is shown as
+    ``unverified`` with no points.
+    """
     records = []
     for path in sorted((out / "results").glob("*.json")):
         try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
-        except ValueError:
-            continue
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = None
+        if key is not None and not (verify(record, key) and record.get("submission") == path.stem):
+            records.append(_unverified(path.stem, record))
+        elif isinstance(record, dict) and isinstance(record.get("submission"), str):
+            records.append(record)
     return sorted(records, key=lambda r: r["submission"])
+
+
+def _unverified(name: str, record: object) -> dict:
+    """What the reports show for a stored record that the grader cannot vouch for: its exercises, no points."""
+    rows = record.get("rows") if isinstance(record, dict) else None
+    shown = []
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and isinstance(row.get("max_points"), (int, float)):
+            shown.append({"exercise": str(row.get("exercise", "?"))[:20], "status": "unverified", "points": 0.0,
+                          "max_points": float(row["max_points"]), "message": UNVERIFIED})
+    return {"submission": name, "status": "unverified", "seconds": 0.0,
+            "notes": ["stored result failed its signature check"], "rows": shown}
 
 
 def _csv(rows: list[dict], fields: list[str]) -> str:
@@ -82,9 +111,9 @@ def _html(records: list[dict], notebook: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_reports(out: Path, notebook: str) -> list[dict]:
-    """Rebuild report.csv, summary.csv and report.html in `out` from its results folder."""
-    records = load_records(out)
+def write_reports(out: Path, notebook: str, records: list[dict] | None = None) -> list[dict]:
+    """Write report.csv, summary.csv and report.html in `out` from `records` (default: its results folder)."""
+    records = load_records(out) if records is None else sorted(records, key=lambda r: r["submission"])
     atomic_write(out / "report.csv", _csv(report_rows(records), REPORT_FIELDS))
     atomic_write(out / "summary.csv", _csv(summary_rows(records), SUMMARY_FIELDS))
     atomic_write(out / "report.html", _html(records, notebook))

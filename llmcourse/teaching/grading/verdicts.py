@@ -15,12 +15,16 @@ STATUSES = {
     "failed": "the check ran and rejected the answer",
     "not attempted": "the exercise still holds the stub",
     "missing": "the exercise cell was deleted",
-    "error": "the notebook stopped with an error before the check, or the check cell itself raised",
+    "error": "the notebook stopped with an error before the check, the check cell itself raised, or a step of the "
+             "grader failed (the message says which)",
     "timeout": "the run passed its time limit before the check",
     "memory": "the run passed its memory limit before the check",
     "crashed": "the kernel died before the check (os._exit, segfault)",
-    "invalid": "the submission is not a notebook",
+    "output-limit": "the notebook wrote more output than the grader keeps (--output-limit) before the check",
+    "invalid": "the submission is not a notebook Jupyter can open (the message names the problem)",
+    "disk": "the disk was full while grading it (not the student's doing: a rerun grades it again)",
     "tampered": "code that ran during the check emitted results of its own",
+    "unverified": "its stored result failed its signature check (changed after grading): a rerun grades it again",
     "interrupted": "the batch was stopped before this submission finished (not saved; rerun to grade it)",
 }
 
