@@ -418,12 +418,22 @@ def report(path: str | Path, out=None) -> list[dict]:
     """Compare rows measured earlier (a --jsonl file) with today's estimator, without measuring again."""
     out = out or _say
     # memory_table measures every row with a fixed mmap threshold on a CPU (and on CUDA the slack is 0 anyway)
-    rows = [with_estimate({"fixed_mmap": True, **json.loads(line)})
-            for line in Path(path).read_text().splitlines() if line.strip()]
-    _header(any(r.get("resident") for r in rows), out)
-    for r in rows:
-        out(_row_line(r))
-    _summary(rows, out)
+    lines = Path(path).read_text().splitlines()
+    measured = [{"fixed_mmap": True, **json.loads(line)} for line in lines if line.strip()]
+    _header(any(r.get("resident") for r in measured), out)
+    rows = []
+    for row in measured:
+        try:
+            rows.append(with_estimate(row))
+        except Exception as exc:  # a failure to estimate is a result too: say it in the table
+            reason = str(exc).strip().splitlines()[-1][:80] if str(exc).strip() else type(exc).__name__
+            out(_row_line(row)[:-1] + f" estimate failed: {type(exc).__name__}: {reason} |")
+            continue
+        out(_row_line(rows[-1]))
+    if rows:
+        _summary(rows, out)
+    if len(rows) < len(measured):
+        out(f"estimate failed for {len(measured) - len(rows)} of {len(measured)} rows")
     return rows
 
 

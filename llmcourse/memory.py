@@ -105,6 +105,9 @@ class Estimate:
     trainable_params: int
     breakdown: dict[str, int]
     params_by_type: dict[str, int] = field(default_factory=dict)
+    # training: the activations and temporaries of the forward and backward passes at their own peak, even when the
+    # optimizer step is the moment the breakdown describes (the part that sequence and tensor parallelism split)
+    pass_activations: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -417,4 +420,5 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
     return Estimate(model=_model_name(config), task=task, dtype=dtype, quant=quant, batch=batch, seq_len=seq_len,
                     gradient_checkpointing=gc, lora_r=lora, new_tokens=new_tokens if task == "inference" else 0,
                     device=device, params=counts["params"], trainable_params=trainable,
-                    breakdown={k: int(v) for k, v in breakdown.items()}, params_by_type=counts["by_type"])
+                    breakdown={k: int(v) for k, v in breakdown.items()}, params_by_type=counts["by_type"],
+                    pass_activations=int(sim["activations"]) if task not in FORWARD_ONLY else 0)
