@@ -24,8 +24,8 @@ MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's largest dynamic mmap threshold on 64-
 def meta_patches():
     """What running a model on meta tensors needs, undone on exit:
 
-    - transformers' mask helpers read values, which meta tensors have not: no packed sequences, and no padding
-      (every mask all ones);
+    - transformers' mask helpers, and its check for padding without a mask, read values, which meta tensors have
+      not: no packed sequences, and no padding (every mask all ones);
     - mixture-of-experts layers multiply each expert's share of the tokens with one grouped matmul, whose meta kernel
       takes bf16 only: on meta it goes through transformers' own fallback, whose outputs have the same shapes (every
       token through its top-k experts, not through all of them);
@@ -33,10 +33,21 @@ def meta_patches():
       is a no-op (nothing on meta runs under autocast); and lora_config's warning about their dropout stays quiet.
     """
     import torch
-    from transformers import masking_utils
+    from transformers import PreTrainedModel, masking_utils
+
+    warn_padding, nonzero = PreTrainedModel.warn_if_padding_and_no_attention_mask, torch.Tensor.nonzero
+
+    def every_index(self, *args, **kwargs):  # on meta, every element counts as non-zero (every label is valid)
+        if self.device.type != "meta" or args or kwargs:
+            return nonzero(self, *args, **kwargs)
+        return torch.empty((self.numel(), self.dim()), dtype=torch.long, device="meta")
 
     patches = [(masking_utils, "find_packed_sequence_indices", lambda *a, **k: None),
-               (masking_utils, "fast_all", lambda *a, **k: True)]
+               (masking_utils, "fast_all", lambda *a, **k: True),
+               (PreTrainedModel, "warn_if_padding_and_no_attention_mask",  # reads token values (DeBERTa-v2)
+                lambda self, input_ids, attention_mask: None if input_ids.device.type == "meta"
+                else warn_padding(self, input_ids, attention_mask)),
+               (torch.Tensor, "nonzero", every_index)]  # DeBERTa-v2 keeps the labels that are >= 0
     try:
         from transformers.integrations import moe
     except ImportError:

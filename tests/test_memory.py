@@ -197,9 +197,10 @@ def test_held_out_protocol_covers_the_kinds_and_keeps_the_halves_apart():
         assert set(archs) & set(TUNING), f"no {kind} to tune on"
 
 
-@pytest.mark.parametrize("arch", ["bart", "mixtral"])
+@pytest.mark.parametrize("arch", ["bart", "mixtral", "deberta_v2"])
 def test_encoder_decoder_and_experts_simulate_on_meta(arch):
-    """BART's decoder reads its padding mask and Mixtral routes tokens to experts; both ran only for real before."""
+    """BART's decoder reads its padding mask, Mixtral routes tokens to experts, DeBERTa-v2 looks for padding in the
+    tokens and keeps the labels that are >= 0 (nonzero): all read values, which meta tensors have not."""
     from benchmarks.memory import make_config
 
     cfg = make_config(arch, "M")
