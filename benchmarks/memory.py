@@ -414,12 +414,17 @@ def _summary(rows: list[dict], out) -> None:
             f"{sum(x > 1.25 for x in ratios)}")
 
 
+def _read_rows(path: str | Path) -> list[dict]:
+    """Rows a --jsonl run recorded. memory_table measures each with a fixed mmap threshold on a CPU (and on CUDA the
+    allocator term is 0 anyway)."""
+    lines = Path(path).read_text().splitlines()
+    return [{"fixed_mmap": True, **json.loads(line)} for line in lines if line.strip()]
+
+
 def report(path: str | Path, out=None) -> list[dict]:
     """Compare rows measured earlier (a --jsonl file) with today's estimator, without measuring again."""
     out = out or _say
-    # memory_table measures every row with a fixed mmap threshold on a CPU (and on CUDA the slack is 0 anyway)
-    lines = Path(path).read_text().splitlines()
-    measured = [{"fixed_mmap": True, **json.loads(line)} for line in lines if line.strip()]
+    measured = _read_rows(path)
     _header(any(r.get("resident") for r in measured), out)
     rows = []
     for row in measured:
@@ -440,9 +445,9 @@ def report(path: str | Path, out=None) -> list[dict]:
 FIT_TENSOR_ERROR = 0.10
 
 
-def _retention_basis(row: dict) -> tuple[int, list[int]]:
-    """(tensor estimate, [small blocks' peak, remade blocks, 1 MiB]): the estimate's allocator term is linear in
-    `CPU_RETENTION[task]`, so three unit settings give the three terms it weighs."""
+def _retention_basis(row: dict) -> tuple[dict, list[int]]:
+    """(the row with its estimate, [small blocks' peak, remade blocks, 1 MiB]): the estimate's allocator term is
+    linear in `CPU_RETENTION[task]`, so three unit settings give the three terms it weighs."""
     from llmcourse import memory
 
     task, saved = row["task"], memory.CPU_RETENTION[row["task"]]
@@ -450,10 +455,10 @@ def _retention_basis(row: dict) -> tuple[int, list[int]]:
     try:
         for unit in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):
             memory.CPU_RETENTION[task] = unit
-            terms.append(with_estimate(dict(row, fixed_mmap=True))["breakdown"]["overhead"])
+            terms.append(with_estimate(row)["breakdown"]["overhead"])
     finally:
         memory.CPU_RETENTION[task] = saved
-    return with_estimate(dict(row, fixed_mmap=True))["estimate"], terms
+    return with_estimate(row), terms
 
 
 def fit_retention(path: str | Path, out=None) -> dict[str, tuple[float, float, int]]:
@@ -461,23 +466,27 @@ def fit_retention(path: str | Path, out=None) -> dict[str, tuple[float, float, i
     plan's total covers the highest resident peak of every row measured with glibc's defaults in `path`, chosen to
     keep the worst total / resident ratio lowest: the settings for `llmcourse.memory.CPU_RETENTION`."""
     out = out or _say
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    # the term stands for the allocator, not for what the tensor estimate misses: rows it misses by more than
-    # FIT_TENSOR_ERROR are left out of the fit (and said)
-    missed = [r for r in rows if abs(with_estimate(dict(r, fixed_mmap=True))["error"]) > FIT_TENSOR_ERROR]
-    for r in missed:
-        out(f"left out of the fit: {r['arch']}-{r['size']} {r['task']} {r['dtype']} (tensor estimate off by more "
-            f"than {FIT_TENSOR_ERROR:.0%})")
-    rows = [r for r in rows if r not in missed]
+    cases = []  # (task, highest resident peak, tensor estimate, terms)
+    for row in _read_rows(path):
+        if not row.get("resident"):
+            continue
+        r, terms = _retention_basis(row)
+        # the term stands for the allocator, not for what the tensor estimate misses: rows it misses by more than
+        # FIT_TENSOR_ERROR are left out of the fit (and said)
+        if abs(r["error"]) > FIT_TENSOR_ERROR:
+            out(f"left out of the fit: {r['arch']}-{r['size']} {r['task']} {r['dtype']} (tensor estimate off by more "
+                f"than {FIT_TENSOR_ERROR:.0%})")
+            continue
+        cases.append((r["task"], max(r["resident"]), r["estimate"], terms))
     fitted = {}
-    for task in dict.fromkeys(r["task"] for r in rows):
-        cases = [(max(r["resident"]), *_retention_basis(r)) for r in rows if r["task"] == task and r.get("resident")]
-        remade = any(terms[1] for _, _, terms in cases)
+    for task in dict.fromkeys(case[0] for case in cases):
+        cases_of_task = [case[1:] for case in cases if case[0] == task]
+        remade = any(terms[1] for _, _, terms in cases_of_task)
         best = None
         for a in (i / 20 for i in range(61)):
             for b in ((i / 20 for i in range(41)) if remade else (0.0,)):
                 for c in range(0, 33, 2):
-                    totals = [(tensor + a * t[0] + b * t[1] + c * t[2], res) for res, tensor, t in cases]
+                    totals = [(tensor + a * t[0] + b * t[1] + c * t[2], res) for res, tensor, t in cases_of_task]
                     if all(total >= res for total, res in totals):
                         worst = max(total / res for total, res in totals)
                         if best is None or worst < best[0] - 1e-9:
@@ -487,7 +496,8 @@ def fit_retention(path: str | Path, out=None) -> dict[str, tuple[float, float, i
             continue
         worst, a, b, c = best
         fitted[task] = (a, b, c)
-        out(f"{task}: ({a:.2f}, {b:.2f}, {c}) covers {len(cases)} rows; worst total / highest resident {worst:.2f}")
+        out(f"{task}: ({a:.2f}, {b:.2f}, {c}) covers {len(cases_of_task)} rows; worst total / highest resident "
+            f"{worst:.2f}")
     return fitted
 
 
