@@ -66,10 +66,12 @@ course: setup
 site: setup
 	$(BIN)/llmcourse site --out build/site
 
-# Maintainer benchmarks (benchmarks/): memory estimates against measurements, then the thread policy's table.
+# Maintainer benchmarks (benchmarks/): memory estimates against measurements, the thread policy's table, and grading
+# with one and two jobs.
 bench: setup
 	$(BIN)/python -m benchmarks.memory
 	$(OFFLINE) $(BIN)/python -m benchmarks.threads
+	$(OFFLINE) $(BIN)/python -m benchmarks.grading
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|llmcourse)==' > constraints.txt.new

@@ -2,7 +2,9 @@
 
 When notebooks run under nbval, every notebook's wall time (kernel start and all cells) is summed, printed in a
 table against the runtime the syllabus declares, and the run fails if one takes more than RUNTIME_FACTOR times its
-declared runtime (environment variable LLMCOURSE_RUNTIME_FACTOR, default 1.5).
+declared runtime (environment variable LLMCOURSE_RUNTIME_FACTOR, default 1.5), once divided by how much slower than
+the reference machine this one ran around that notebook (`llmcourse.teaching.pace`: a fixed workload timed before and
+after each notebook; both ratios are printed).
 """
 
 from __future__ import annotations
@@ -41,6 +43,32 @@ _seconds: dict[str, float] = defaultdict(float)
 _threads: dict[str, str] = {}  # notebook -> the thread count its setup() chose, read off the hardware card it showed
 _failed: set[str] = set()
 _unit_seconds = 0.0  # every test item that is not a notebook cell
+_probes: list[tuple[str, float]] = []  # (the notebook about to start, or "" at the end; the pace probe's seconds)
+
+
+def _probe(before: str) -> None:
+    from llmcourse.teaching.pace import probe
+
+    _probes.append((before, probe()))
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """Time the pace probe as each notebook starts (outside every item's own time, which pytest measures later)."""
+    nb = _notebook_of(nodeid)
+    if nb is not None and (not _probes or _probes[-1][0] != nb):
+        _probe(nb)
+
+
+def _slowdown(nb: str) -> tuple[float, float]:
+    """(the probe's mean seconds around `nb`, the slowdown the check forgives)."""
+    from llmcourse.teaching.pace import slowdown
+
+    i = next((k for k, (name, _) in enumerate(_probes) if name == nb), None)
+    if i is None:
+        return float("nan"), 1.0
+    around = [sec for _, sec in _probes[i:i + 2]]
+    mean = sum(around) / len(around)
+    return mean, slowdown(mean)
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -96,28 +124,32 @@ def _declared() -> dict[str, float]:
         return {}
 
 
-_rows: list[tuple[str, float | None, float, str]] = []
+_rows: list[tuple[str, float | None, float, float, str]] = []
 _over: list[str] = []
 
 
 def _judge() -> None:
-    """Fill _rows (notebook, declared minutes, measured seconds, verdict) and _over (notebooks over their limit)."""
+    """Fill _rows (notebook, declared minutes, measured seconds, slowdown, verdict) and _over (notebooks over their
+    limit)."""
     if _rows or not _seconds:
         return
+    if _probes and _probes[-1][0]:
+        _probe("")  # after the last notebook
     declared = _declared()
     for nb, sec in sorted(_seconds.items()):
         limit = declared.get(nb)
+        probe_s, slow = _slowdown(nb)
         if limit is None:
-            _rows.append((nb, None, sec, "NOT IN SYLLABUS"))
+            _rows.append((nb, None, sec, slow, "NOT IN SYLLABUS"))
             _over.append(nb)
             continue
-        ratio = sec / 60 / limit
+        ratio = sec / 60 / limit / slow
         verdict = "ok" if ratio <= RUNTIME_FACTOR else f"TOO SLOW (> {RUNTIME_FACTOR}x declared)"
         if ratio > RUNTIME_FACTOR:
             _over.append(nb)
         if nb in _failed:
             verdict += ", failed"
-        _rows.append((nb, limit, sec, verdict))
+        _rows.append((nb, limit, sec, slow, verdict))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -152,15 +184,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def _runtime_table(tr) -> None:
+    from llmcourse.teaching.pace import MAX_SLOWDOWN, REFERENCE_S
+
     tr.section("notebook runtimes (CPU)")
-    tr.write_line(f"{'notebook':<52} {'declared':>9} {'measured':>9} {'ratio':>6}  verdict; torch threads")
-    for nb, limit, sec, verdict in _rows:
+    tr.write_line(f"slowdown: the pace probe around each notebook against the reference machine's {REFERENCE_S} s "
+                  f"(forgiven between 1 and {MAX_SLOWDOWN}x); judged = ratio / slowdown")
+    tr.write_line(f"{'notebook':<48} {'declared':>8} {'measured':>8} {'ratio':>5} {'slowdown':>8} {'judged':>6}  "
+                  f"verdict; torch threads")
+    for nb, limit, sec, slow, verdict in _rows:
         chosen = f"; threads {_threads[nb]}" if nb in _threads else ""
         if limit is None:
-            tr.write_line(f"{nb:<52} {'-':>9} {sec / 60:>8.1f}m {'-':>6}  {verdict}{chosen}")
+            tr.write_line(f"{nb:<48} {'-':>8} {sec / 60:>7.1f}m {'-':>5} {slow:>8.2f} {'-':>6}  {verdict}{chosen}")
         else:
-            tr.write_line(f"{nb:<52} {limit:>8.1f}m {sec / 60:>8.1f}m {sec / 60 / limit:>6.2f}  {verdict}{chosen}")
-    total_declared = sum(limit or 0 for _, limit, _, _ in _rows)
-    tr.write_line(f"{'total':<52} {total_declared:>8.1f}m {sum(r[2] for r in _rows) / 60:>8.1f}m")
+            ratio = sec / 60 / limit
+            tr.write_line(f"{nb:<48} {limit:>7.1f}m {sec / 60:>7.1f}m {ratio:>5.2f} {slow:>8.2f} {ratio / slow:>6.2f}  "
+                          f"{verdict}{chosen}")
+    total_declared = sum(r[1] or 0 for r in _rows)
+    tr.write_line(f"{'total':<48} {total_declared:>7.1f}m {sum(r[2] for r in _rows) / 60:>7.1f}m")
     if _over:
         tr.write_line(f"notebook runtime check FAILED for: {', '.join(_over)}")

@@ -312,7 +312,8 @@ def test_interrupted_batch_resumes(tmp_path, timeout):
     deadline = time.monotonic() + 30  # the runner notices that its parent is gone and kills its kernel
     while _leftovers(tmp) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _leftovers(tmp), "a kernel outlived the killed batch"
+    left = [(p.pid, p.ppid(), " ".join(p.cmdline())[:200]) for p in _leftovers(tmp)]
+    assert not left, f"a kernel outlived the killed batch: {left}"
     assert len(first) == 1
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=6 * timeout)
     assert done.returncode == 0, done.stderr

@@ -186,9 +186,14 @@ def _worker_of(pid: int) -> psutil.Process:
 
 @pytest.mark.slow
 @pytest.mark.platform("linux", "darwin")
-def test_real_kernels_on_a_local_cluster_with_a_worker_killed(tmp_path):
+def test_real_kernels_on_a_local_cluster_with_a_worker_killed(tmp_path, monkeypatch):
     """Real kernels on two workers; the worker running the sleeper's kernel is killed. The scores are those of the
-    local batch in test_grading (right answers 5, the stub 0), and the killed worker's kernel does not outlive it."""
+    local batch in test_grading (right answers 5, the stub 0), and the killed worker's kernel does not outlive it.
+
+    The sleeper tells the test where its kernel is through a file, which a sandboxed kernel cannot reach: the workers
+    run their kernels without the sandbox here (that a sandboxed kernel dies with its runner is tested in
+    test_grading_sandbox)."""
+    monkeypatch.setenv("LLMCOURSE_SANDBOX", "off")  # the workers' processes inherit it
     flag = tmp_path / "kernel.pid"
     sleeper = honest()
     sleeper.cells.insert(1, nbformat.v4.new_code_cell(SLEEP_CELL.format(flag=str(flag))))

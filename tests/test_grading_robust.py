@@ -48,7 +48,8 @@ class FakeRunner:
     def __init__(self, outcome: RunOutcome | None = None, extra=None):
         self.outcome, self.extra, self.cwds = outcome, extra, []
 
-    def __call__(self, src, dst, cwd, parameters=None, timeout=600.0, memory_bytes=None, env=None, stop=None):
+    def __call__(self, src, dst, cwd, parameters=None, timeout=600.0, memory_bytes=None, env=None, stop=None,
+                 sandboxed=False):
         self.cwds.append(Path(cwd))
         nb = nbformat.read(src, as_version=4)
         attempted = {}
@@ -174,10 +175,10 @@ def test_a_failing_step_is_that_submissions_error_and_a_rerun_grades_it(tmp_path
             raise TypeError("unhashable type: 'list'")
         return build(student, refs, nonce)
 
-    def run_fails_for_carol(src, dst, cwd, *args):
+    def run_fails_for_carol(src, dst, cwd, *args, **kwargs):
         if "carol" in Path(cwd).parent.name:
             raise RuntimeError("no more processes")
-        return runner(src, dst, cwd, *args)
+        return runner(src, dst, cwd, *args, **kwargs)
 
     subs[1].write_text(subs[1].read_text().replace("import numpy as np", "import numpy as np  # bob"))
     monkeypatch.setattr(execute_module, "build_graded_notebook", build_fails_for_bob)
@@ -283,7 +284,7 @@ def test_a_flood_of_output_is_output_limit_with_its_true_cause(tmp_path, monkeyp
 @pytest.mark.parametrize("saves", ["in bursts", "without a pause"])
 def test_the_output_watch_stops_a_run_that_keeps_printing(tmp_path, monkeypatch, saves):
     """Past the limit the watch stops the run once a save is complete (the size holds still), or after SETTLE_S."""
-    def printing_forever(src, dst, cwd, parameters, timeout, memory_bytes, env, stop):
+    def printing_forever(src, dst, cwd, parameters, timeout, memory_bytes, env, stop, sandboxed=False):
         start = time.monotonic()
         with open(dst, "w") as f:
             while not stop.wait(1.0 if saves == "in bursts" else 0.05):

@@ -8,8 +8,10 @@ resident-memory watchdog is used rather than ``RLIMIT_AS`` because address-space
 weights, which reserve far more virtual memory than they use. The child also dies with its parent, so an interrupted
 batch leaves no kernel spinning.
 
-This is a fence against accidents (a loop that never ends, a tensor too big, a dead kernel), not a security
-boundary: the notebook's code runs as the grader's user. Grade untrusted work inside a container or a VM.
+With `sandboxed` (what grading asks for) the kernel itself runs in the sandbox of `isolation` where the platform
+allows one (bubblewrap: its own namespaces, a read-only view of what it needs, a size-limited /tmp, a task limit);
+the notebook's runner, its output and its log stay outside. Where it does not, the watchdog above is all there is,
+and the outcome says so (`RunOutcome.isolation`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ __all__ = ["RunOutcome", "run_notebook", "warm_up"]
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg",
                "PYDEVD_DISABLE_FILE_VALIDATION": "1", "TQDM_DISABLE": "1"}
 POLL_S = 0.2
+MAX_TASKS = 2048  # processes and threads of one run's whole tree (the sandbox's control group, where made, is tighter)
 _EXIT = {"completed": 0, "error": 3, "crashed": 4, "failed to start": 5}
 
 
@@ -42,6 +47,7 @@ class RunOutcome:
     message: str
     seconds: float
     peak_rss: int  # bytes, the largest resident size of the process tree seen
+    isolation: str = "process"  # what the kernel ran in (`isolation.Isolation.describe`)
 
 
 def _tree(proc: psutil.Process) -> list[psutil.Process]:
@@ -61,6 +67,16 @@ def _rss(procs: list[psutil.Process]) -> int:
     return total
 
 
+def _tasks(procs: list[psutil.Process]) -> int:
+    total = 0
+    for p in procs:
+        try:
+            total += p.num_threads()
+        except psutil.Error:
+            pass
+    return total
+
+
 def _kill(procs: list[psutil.Process]) -> None:
     for p in procs:
         try:
@@ -72,32 +88,58 @@ def _kill(procs: list[psutil.Process]) -> None:
 
 def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dict | None = None,
                  timeout: float = 600.0, memory_bytes: int | None = None, env: dict | None = None,
-                 stop: threading.Event | None = None) -> RunOutcome:
+                 stop: threading.Event | None = None, sandboxed: bool = False) -> RunOutcome:
     """Execute `input_path` into `output_path` in a child process; kill it past `timeout` s or `memory_bytes` RSS.
 
     `stop`, when set by another thread, kills the run at once (an interrupted batch); its status is "interrupted".
+    With `sandboxed`, the kernel runs in the best sandbox this machine allows (`isolation.detect`).
     """
-    outcome_file = Path(cwd) / ".llmcourse-outcome.json"
+    from . import isolation
+
+    private = Path(tempfile.mkdtemp(prefix="runner-", dir=Path(cwd).parent))  # outside what the kernel sees
+    runtime = private / "runtime"
+    runtime.mkdir()
+    level = isolation.detect() if sandboxed else isolation.Isolation("process", "not sandboxed")
+    group = isolation.cgroup_create() if level.level == "bubblewrap" else None
+    outcome_file = private / "outcome.json"
     spec = {"input": str(input_path), "output": str(output_path), "cwd": str(cwd), "outcome": str(outcome_file),
-            "parameters": parameters or {}, "cell_timeout": timeout, "log": str(Path(cwd) / ".llmcourse-runner.log"),
-            "grader_pid": os.getpid(), "grader_started": psutil.Process().create_time()}
+            "parameters": parameters or {}, "cell_timeout": timeout, "log": str(private / "runner.log"),
+            "grader_pid": os.getpid(), "grader_started": psutil.Process().create_time(), "runtime": str(runtime),
+            "prefix": isolation.kernel_prefix(level, Path(cwd), runtime, group)}
     child_env = {**OFFLINE_ENV, **(env or {})}
     package_root = str(Path(__file__).resolve().parents[2])  # the grader's llmcourse, wherever the kernel starts
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    try:
+        outcome = _watch(spec, child_env, timeout, memory_bytes, stop)
+    finally:
+        isolation.cgroup_cleanup(group)
+        shutil.rmtree(private, ignore_errors=True)
+    outcome.isolation = level.describe() + (f", at most {isolation.MAX_TASKS} tasks" if group else "")
+    return outcome
+
+
+def _watch(spec: dict, child_env: dict, timeout: float, memory_bytes: int | None,
+           stop: threading.Event | None) -> RunOutcome:
+    """Start the runner and watch its process tree until it ends or is killed."""
+    outcome_file = Path(spec["outcome"])
     start = time.monotonic()
     proc = _context().Process(target=_child_main, args=(spec, child_env), daemon=False)
     proc.start()
     watched = psutil.Process(proc.pid)
-    peak, killed, polls, procs = 0, None, 0, [watched]
+    peak, killed, polls, procs, tasks = 0, None, 0, [watched], 0
     try:
         while proc.is_alive():
             if polls % 5 == 0:  # listing the tree scans /proc: once a second is enough to see the kernel appear
                 procs = _tree(watched)
+                tasks = _tasks(procs)
             polls += 1
             rss = _rss(procs)
             peak = max(peak, rss)
             elapsed = time.monotonic() - start
-            if memory_bytes and rss > memory_bytes:
+            if tasks > MAX_TASKS:
+                killed = ("tasks", f"started {tasks} processes and threads, over the limit of {MAX_TASKS}: the run "
+                          f"was stopped.")
+            elif memory_bytes and rss > memory_bytes:
                 killed = ("memory", f"used {rss / 2**30:.2f} GiB of memory, over the limit of "
                           f"{memory_bytes / 2**30:.2f} GiB: the run was stopped.")
             elif elapsed > timeout + 5:  # the child's own per-cell timeout normally fires first
@@ -141,11 +183,13 @@ def _die_with_grader(pid: int, started: float) -> None:
     def watch() -> None:
         while not gone():
             time.sleep(0.5)
-        for p in psutil.Process().children(recursive=True):
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+        for _ in range(10):  # again and again: the main thread may be starting the kernel right now
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            time.sleep(0.05)
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -167,6 +211,10 @@ def _child(spec: dict) -> int:
         from traitlets.config import Config
 
         extra["config"] = Config({"KernelManager": {"transport": "ipc", "ip": "kernel"}})
+    if spec["prefix"]:  # the kernel starts inside the sandbox; this runner stays outside it
+        from .isolation import kernel_manager
+
+        extra["kernel_manager_class"] = kernel_manager(spec["prefix"], spec["runtime"])
     try:
         pm.execute_notebook(spec["input"], spec["output"], parameters=spec["parameters"], kernel_name="python3",
                             cwd=spec["cwd"], progress_bar=False, log_output=False, start_timeout=120,

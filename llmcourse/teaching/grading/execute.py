@@ -131,6 +131,7 @@ def _grade(job: Job, refs: list[RefExercise], out: Path, settings: Settings, sto
     record["message"] = outcome.message
     record["seconds"] = round(outcome.seconds, 1)
     record["peak_memory_gib"] = round(outcome.peak_rss / 2**30, 2)
+    record["isolation"] = outcome.isolation
 
 
 def _run(src: Path, dst: Path, work: Path, settings: Settings, halt: threading.Event, record: dict):
@@ -138,7 +139,7 @@ def _run(src: Path, dst: Path, work: Path, settings: Settings, halt: threading.E
 
     for _attempt in range(3):  # a kernel that fails to start is the machine's fault, not the student's
         outcome = run_notebook(src, dst, work, settings.parameters, settings.timeout, settings.memory_bytes,
-                               settings.env, halt)
+                               settings.env, halt, sandboxed=True)
         if outcome.status != "failed to start":
             break
     if outcome.status == "failed to start":

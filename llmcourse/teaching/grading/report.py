@@ -19,7 +19,7 @@ from .verdicts import STATUSES
 __all__ = ["load_records", "report_rows", "summary_rows", "write_reports"]
 
 REPORT_FIELDS = ["submission", "exercise", "status", "points", "max_points", "message"]
-SUMMARY_FIELDS = ["submission", "status", "score", "max_score", "seconds", "notes"]
+SUMMARY_FIELDS = ["submission", "status", "score", "max_score", "seconds", "isolation", "notes"]
 
 
 UNVERIFIED = ("the stored result failed its signature check (changed after grading, or graded before results were "
@@ -70,11 +70,12 @@ def _fmt(x: float) -> str:
 
 
 def summary_rows(records: list[dict]) -> list[dict]:
-    """One row per submission: submission, status, score, max_score, seconds, notes."""
+    """One row per submission: submission, status, score, max_score, seconds, isolation (what its kernel ran in),
+    notes."""
     return [{"submission": r["submission"], "status": r["status"],
              "score": _fmt(sum(row["points"] for row in r["rows"])),
              "max_score": _fmt(sum(row["max_points"] for row in r["rows"])), "seconds": r["seconds"],
-             "notes": "; ".join(r.get("notes", []))} for r in records]
+             "isolation": r.get("isolation", "-"), "notes": "; ".join(r.get("notes", []))} for r in records]
 
 
 def report_rows(records: list[dict]) -> list[dict]:
@@ -96,12 +97,13 @@ def _html(records: list[dict], notebook: str) -> str:
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}</style>",
              f"<h1>Grades: {html.escape(notebook)}</h1>",
-             "<table><tr>" + "".join(f"<th>{f}</th>" for f in ["submission", "status", "score", "seconds", "notes"])
+             "<table><tr>" + "".join(f"<th>{f}</th>" for f in ["submission", "status", "score", "seconds", "isolation",
+                                                                        "notes"])
              + "</tr>"]
     for s in summary:
         link = f"<a href='notebooks/{html.escape(s['submission'])}.ipynb'>{html.escape(s['submission'])}</a>"
         parts.append(f"<tr><td>{link}</td>{cell(s['status'], s['status'])}{cell(s['score'] + ' / ' + s['max_score'])}"
-                     f"{cell(s['seconds'])}{cell(s['notes'])}</tr>")
+                     f"{cell(s['seconds'])}{cell(s['isolation'])}{cell(s['notes'])}</tr>")
     heads = ["submission", "exercise", "status", "points", "message"]
     parts.append("</table><h2>Exercises</h2><table><tr>" + "".join(f"<th>{f}</th>" for f in heads) + "</tr>")
     for row in report_rows(records):

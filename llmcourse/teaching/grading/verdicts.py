@@ -19,6 +19,7 @@ STATUSES = {
              "grader failed (the message says which)",
     "timeout": "the run passed its time limit before the check",
     "memory": "the run passed its memory limit before the check",
+    "tasks": "the run started more processes and threads than the grader allows before the check",
     "crashed": "the kernel died before the check (os._exit, segfault)",
     "output-limit": "the notebook wrote more output than the grader keeps (--output-limit) before the check",
     "invalid": "the submission is not a notebook Jupyter can open (the message names the problem)",

@@ -1,0 +1,281 @@
+"""The sandbox around each graded kernel (issue 21, item 2): hostile submissions that reach outside their kernel.
+
+One batch with --jobs 2 holds the honest submission and one submission per way out of the kernel: reading the
+instructor's reference (solutions) and other students' results, rewriting the grader's package and other students'
+results, a loopback connection to a port this test opens, a double-forked process that outlives its kernel, and one
+that holds memory past the limit. Each hostile submission solves nothing itself: full marks would mean it got out.
+
+Needs bubblewrap (`bwrap`); without it these tests skip, saying so, except where LLMCOURSE_REQUIRE_SANDBOX=1 (CI
+installs bubblewrap and sets it), where they fail. What the fallback gives is tested too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from test_grading import FIXTURE, RIGHT, fill, student_copy
+from test_grading_robust import FULL, honest, report, summary, write
+
+from llmcourse.teaching import isolation
+from llmcourse.teaching.grading import grade
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK = f"llmcourse-escapee-{uuid.uuid4().hex[:8]}"  # in the command line of every process a submission leaves behind
+HAVE = isolation.detect()
+
+needs_sandbox = pytest.mark.skipif(
+    HAVE.level != "bubblewrap" and os.environ.get("LLMCOURSE_REQUIRE_SANDBOX") != "1",
+    reason=f"no sandbox on this machine: {HAVE.describe()}")
+
+# Each hostile cell runs right after the data cell, and prints what it managed; none of them solves an exercise.
+STEAL_SOLUTIONS = '''import json, pathlib
+ref = pathlib.Path({reference!r})
+try:  # the instructor's reference holds the solutions: run its exercise cells here
+    nb = json.loads(ref.read_text())
+    for c in nb["cells"]:
+        if "exercise" in c["metadata"].get("tags", []):
+            exec("".join(c["source"]))
+    print("read the reference: True")
+except OSError as exc:
+    print("read the reference: False", type(exc).__name__)'''
+
+REWRITE = '''import glob, json, os, pathlib
+hits = []
+for pattern in [{out!r} + "/results/*.json", {out!r} + "/.grading-key", {package!r} + "/checks.py",
+                {checkout!r} + "/tests/fixtures/*.ipynb", {submitted!r} + "/*.ipynb"]:
+    for path in glob.glob(pattern) + [pattern.replace("*", "honest")]:
+        try:
+            with open(path, "a") as f:
+                f.write("\\n# rewritten by a submission\\n")
+            hits.append(path)
+        except OSError:
+            pass
+print("files rewritten:", len(hits), hits[:3])
+print("visible in the checkout:", sorted(os.listdir({checkout!r})) if os.path.isdir({checkout!r}) else None)'''
+
+NETWORK = '''import socket
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect(("127.0.0.1", {port}))
+    s.sendall(b"escaped")
+    print("connected to the grader's loopback: True")
+except OSError as exc:
+    print("connected to the grader's loopback: False", type(exc).__name__)'''
+
+ORPHAN = '''import os, subprocess, sys, time
+# a double fork: the grandchild is nobody's child once its parent exits, and sleeps for ten minutes
+subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys; "
+                  "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', {mark!r}], "
+                  "start_new_session=True); os._exit(0)"]).wait()
+time.sleep(1)
+print("left a process behind")'''
+
+HOG = '''import subprocess, sys, time
+# a double-forked child holds 2.5 GiB while the kernel itself stays small
+subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys; "
+                  "subprocess.Popen([sys.executable, '-c', 'import time; b = b\\"x\\" * (5 * 2**29); time.sleep(600)', "
+                  "{mark!r}], start_new_session=True); os._exit(0)"]).wait()
+time.sleep(30)'''
+
+
+def hostile(source: str) -> nbformat.NotebookNode:
+    nb = student_copy()
+    i = next(k for k, c in enumerate(nb.cells) if c.get("id") == "data")
+    nb.cells.insert(i + 1, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+def package_digest() -> dict[str, str]:
+    """A hash of every file of the grader's package and the reference notebook."""
+    files = sorted((ROOT / "llmcourse").rglob("*.py")) + [FIXTURE]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def escapees() -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if MARK in (p.info["cmdline"] or []):
+            found.append(p)
+    return found
+
+
+class Listener:
+    """A loopback port that records whether anything connected to it."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.done.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self):
+        self.done.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def hostile_batch(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    submitted, out = folder / "submitted", folder / "grades"
+    listener = Listener()
+    paths = {
+        "honest": honest(),
+        "steal_solutions": hostile(STEAL_SOLUTIONS.format(reference=str(FIXTURE))),
+        "rewrite": hostile(REWRITE.format(out=str(out), package=str(ROOT / "llmcourse"), checkout=str(ROOT),
+                                          submitted=str(submitted))),
+        "network": hostile(NETWORK.format(port=listener.port)),
+        "orphan": hostile(ORPHAN.format(mark=MARK)),
+        "hog": hostile(HOG.format(mark=MARK)),
+    }
+    # the network submission also solves its exercises: it is the connection that must fail, not the notebook
+    for ex, code in RIGHT.items():
+        fill(paths["network"], ex, code)
+    before = package_digest()
+    subs = [write(submitted, name, nb) for name, nb in paths.items()]
+    start = time.monotonic()
+    try:
+        grade(subs, FIXTURE, out=out, jobs=2, timeout=120, memory_gib=1.5, progress=False)
+    finally:
+        listener.close()
+    return {"out": out, "before": before, "after": package_digest(), "listener": listener,
+            "wall": time.monotonic() - start, "names": list(paths)}
+
+
+@pytest.mark.slow
+@pytest.mark.platform("linux")
+@needs_sandbox
+def test_hostile_submissions_stay_in_their_sandbox(hostile_batch):
+    out = hostile_batch["out"]
+    rows = summary(out)
+    assert sorted(rows) == sorted(hostile_batch["names"])  # every submission has its row
+    assert all(r["isolation"].startswith("bubblewrap") for r in rows.values()), rows
+    # the honest submission keeps full marks; the network one solved its exercises and keeps them too
+    assert float(rows["honest"]["score"]) == FULL and rows["honest"]["status"] == "completed"
+    assert float(rows["network"]["score"]) == FULL
+    for name in ("steal_solutions", "rewrite", "orphan", "hog"):
+        assert float(rows[name]["score"]) < FULL, (name, rows[name])
+    assert rows["hog"]["status"] == "memory", rows["hog"]  # the double-forked child's memory counted
+    # nothing reached outside
+    assert hostile_batch["listener"].connections == 0
+    assert hostile_batch["after"] == hostile_batch["before"]  # the grader's package and the reference unchanged
+    assert not escapees()  # nothing a submission started is alive after the batch
+    texts = {name: (out / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8") for name in rows
+             if (out / "notebooks" / f"{name}.ipynb").exists()}
+    assert "read the reference: False" in texts["steal_solutions"]
+    assert "files rewritten: 0" in texts["rewrite"]
+    assert "visible in the checkout: ['.venv', 'llmcourse']" in texts["rewrite"] or \
+        "visible in the checkout: ['llmcourse']" in texts["rewrite"]
+    assert "connected to the grader's loopback: False" in texts["network"]
+    assert report(out)[("steal_solutions", "1.1")]["status"] == "not attempted"
+
+
+@pytest.mark.platform("linux")
+@needs_sandbox
+def test_the_sandbox_prefix_hides_the_checkout_and_drops_privileges(tmp_path):
+    work, runtime = tmp_path / "work", tmp_path / "runtime"
+    work.mkdir()
+    runtime.mkdir()
+    prefix = isolation.kernel_prefix(HAVE, work, runtime)
+    probe = (f"import os, sys; print(os.getuid()); print(os.path.exists({str(FIXTURE)!r})); "
+             f"print(os.path.exists({str(ROOT / 'llmcourse' / 'checks.py')!r})); "
+             "open('made-inside', 'w').write('x'); import llmcourse; print(llmcourse.__name__)")
+    done = subprocess.run([*prefix, sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(isolation.NOBODY), "False", "True", "llmcourse"]
+    assert (work / "made-inside").read_text() == "x"  # its working folder is its own, and writable
+
+
+def test_without_bubblewrap_the_record_says_what_the_kernel_got(monkeypatch):
+    monkeypatch.setenv("LLMCOURSE_SANDBOX", "off")
+    isolation.detect.cache_clear()
+    try:
+        got = isolation.detect()
+        assert got.level == "process" and "LLMCOURSE_SANDBOX" in got.reason
+        assert isolation.kernel_prefix(got, Path("w"), Path("r")) == []
+        monkeypatch.delenv("LLMCOURSE_SANDBOX")
+        monkeypatch.setenv("PATH", "/nonexistent")
+        isolation.detect.cache_clear()
+        missing = isolation.detect()
+        assert missing.level == "process" and "bubblewrap" in missing.describe() and "Fix:" in missing.reason
+    finally:
+        isolation.detect.cache_clear()
+
+
+@pytest.mark.slow
+@pytest.mark.platform("linux")
+@needs_sandbox
+def test_the_sandbox_costs_under_two_seconds_a_submission(tmp_path, monkeypatch):
+    """The same honest submission graded 3 times in the sandbox and 3 times without: the medians differ < 2 s."""
+    sub = write(tmp_path / "submitted", "honest", honest())
+    times = {"bubblewrap": [], "process": []}
+    for round_ in range(3):
+        for level in ("process", "bubblewrap"):
+            monkeypatch.setenv("LLMCOURSE_SANDBOX", "on" if level == "bubblewrap" else "off")
+            isolation.detect.cache_clear()
+            records = grade([sub], FIXTURE, out=tmp_path / f"{level}{round_}", timeout=120, memory_gib=1.5,
+                            progress=False)
+            assert records[0]["isolation"].split(" ")[0].rstrip(",") == level
+            assert float(sum(r["points"] for r in records[0]["rows"])) == FULL
+            times[level].append(records[0]["seconds"])
+    isolation.detect.cache_clear()
+    extra = statistics.median(times["bubblewrap"]) - statistics.median(times["process"])
+    print(f"\nsandbox: {times['bubblewrap']} s, without: {times['process']} s; median cost {extra:+.2f} s")
+    assert extra < 2.0
+
+
+@pytest.mark.platform("linux")
+@needs_sandbox
+def test_everything_a_sandboxed_kernel_started_dies_with_its_runner(tmp_path):
+    """A runner (here a plain process) starts a sandboxed program that leaves a double-forked grandchild behind; the
+    runner is killed with SIGKILL, as a lost cluster worker is: the grandchild goes with it."""
+    work, runtime = tmp_path / "work", tmp_path / "runtime"
+    work.mkdir()
+    runtime.mkdir()
+    prefix = isolation.kernel_prefix(HAVE, work, runtime)
+    leave = ("import os, subprocess, sys, time; "
+             f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', {MARK!r}], "
+             "start_new_session=True); time.sleep(600)")
+    program = [*prefix, sys.executable, "-c", leave]
+    runner = subprocess.Popen([sys.executable, "-c", f"import subprocess, time; subprocess.Popen({program!r}); "
+                                                     "time.sleep(600)"])
+    try:
+        deadline = time.monotonic() + 30
+        while not escapees() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert escapees(), "the sandboxed program did not start its grandchild"
+        runner.kill()
+        runner.wait()
+        gone, alive = psutil.wait_procs(escapees(), timeout=10)
+        assert not alive, f"outlived its runner: {alive}"
+    finally:
+        runner.kill()
+        for p in escapees():
+            p.kill()
