@@ -170,10 +170,10 @@ def test_a_failing_step_is_that_submissions_error_and_a_rerun_grades_it(tmp_path
     out = tmp_path / "grades"
     build = execute_module.build_graded_notebook
 
-    def build_fails_for_bob(student, refs, nonce):
+    def build_fails_for_bob(student, refs, nonce, seed=None):
         if any("bob" in c.source for c in student.cells):
             raise TypeError("unhashable type: 'list'")
-        return build(student, refs, nonce)
+        return build(student, refs, nonce, seed)
 
     def run_fails_for_carol(src, dst, cwd, *args, **kwargs):
         if "carol" in Path(cwd).parent.name:

@@ -279,3 +279,14 @@ def test_everything_a_sandboxed_kernel_started_dies_with_its_runner(tmp_path):
         runner.kill()
         for p in escapees():
             p.kill()
+
+
+def test_the_sandbox_binds_over_its_tmpfs_not_under_it(tmp_path):
+    """bubblewrap mounts in order: /tmp's tmpfs must come before the read-only views, or a checkout under /tmp (a CI
+    clone) would be hidden from its own kernel."""
+    fake = isolation.Isolation("bubblewrap", bwrap="/usr/bin/bwrap")
+    prefix = isolation.kernel_prefix(fake, tmp_path / "work", tmp_path / "runtime")
+    tmpfs = prefix.index("--tmpfs")
+    binds = [i for i, arg in enumerate(prefix) if arg in ("--ro-bind", "--bind")]
+    assert binds and tmpfs < min(binds)
+    assert prefix[prefix.index("--bind") + 1] == str(tmp_path / "work")

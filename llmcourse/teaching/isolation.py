@@ -110,11 +110,13 @@ def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: Path 
     """
     if isolation.level != "bubblewrap":
         return []
-    cmd = [isolation.bwrap, *BASE_FLAGS]
+    # bubblewrap mounts in order, each over what came before: the tmpfs first, so that a checkout or a Python that
+    # lies under /tmp (a CI clone, say) is bound over it rather than hidden by it
+    cmd = [isolation.bwrap, *BASE_FLAGS, "--dev", "/dev", "--proc", "/proc", "--size", str(TMP_MIB * 2**20),
+           "--tmpfs", "/tmp"]
     for path in _readable_paths():
         cmd += ["--ro-bind", path, path]
-    cmd += ["--dev", "/dev", "--proc", "/proc", "--size", str(TMP_MIB * 2**20), "--tmpfs", "/tmp",
-            "--ro-bind", str(runtime), str(runtime), "--bind", str(work), str(work), "--chdir", str(work),
+    cmd += ["--ro-bind", str(runtime), str(runtime), "--bind", str(work), str(work), "--chdir", str(work),
             "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
             # ipykernel exits when its parent is not the pid jupyter_client gave it, which the PID namespace hides;
             # bubblewrap kills the kernel when its runner dies (--die-with-parent)

@@ -1,10 +1,15 @@
 """Grading, stage 2: the notebook to run, built from the student's cells and the reference's check cells.
 
-After each of the student's exercise cells comes the instructor's check cell for that exercise, matched by exercise
-id (through the cell id that `llmcourse release` keeps, else the code around the solution). Each inserted check cell
-first rebuilds `llmcourse.checks` from the grader's copy of its source, undoing what the student's cells may have
-done to `check`, to the module, to the import system or to IPython's display; it carries a random per-run nonce in
-its metadata, which code running in the kernel cannot change.
+After each of the student's exercise cells comes, matched by exercise id (through the cell id that `llmcourse
+release` keeps, else the code around the solution), either an answer cell or the instructor's check cell:
+
+- an answer cell where the reference's check cell carries an answer spec (`judge`): it computes the answer on inputs
+  drawn from the batch's secret seed and records it as data; the grader judges it outside the kernel;
+- otherwise the check cell, run in the kernel. It first rebuilds `llmcourse.checks` from the grader's copy of its
+  source, undoing what the student's cells may have done to `check`, to the module, to the import system or to
+  IPython's display. Code aimed at the checks themselves can still beat this; an answer spec cannot be beaten so.
+
+Every inserted cell carries a random per-run nonce in its metadata, which code running in the kernel cannot change.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import nbformat
 
 from ... import checks
 from ..notebooks import BEGIN, CHECK_CALL, STUB, cell_source, cell_tags
+from .judge import ANSWERS_FILE, KERNEL_SAVE
 from .reference import RefExercise
 
 __all__ = ["GRADER_KEY", "build_graded_notebook", "checks_source", "suspicious"]
@@ -40,7 +46,7 @@ def checks_source() -> str:
 
 def _init_cell(nonce: str) -> Any:
     src = f'''# Added by llmcourse grade: keep what the checks rely on, before any of the student's code runs.
-def _llmcourse_grader_setup(source):
+def _llmcourse_grader_setup(source, save_source):
     import builtins, sys, types
     import IPython.display, IPython.core.display_functions as df
     shell = get_ipython()
@@ -58,8 +64,11 @@ def _llmcourse_grader_setup(source):
         llmcourse.checks = fresh
     grader = types.ModuleType("_llmcourse_grader_{nonce}")
     grader.restore = restore
+    scope = {{"get_ipython": get_ipython}}
+    exec(save_source, scope)
+    grader.save = scope["_llmcourse_save_answer"]
     sys.modules[grader.__name__] = grader
-_llmcourse_grader_setup({checks_source()!r})
+_llmcourse_grader_setup({checks_source()!r}, {KERNEL_SAVE!r})
 del _llmcourse_grader_setup'''
     return _grader_cell(src, nonce, "init", "")
 
@@ -77,6 +86,14 @@ def _grader_cell(source: str, nonce: str, role: str, exercise: str, tags: tuple[
 def _check_cell(ex: RefExercise, nonce: str) -> Any:
     restore = f'import sys; sys.modules["_llmcourse_grader_{nonce}"].restore()  # added by llmcourse grade\n'
     return _grader_cell(restore + cell_source(ex.check_cell), nonce, "check", ex.id, tags=("raises-exception",))
+
+
+def _answer_cell(ex: RefExercise, nonce: str, seed: int) -> Any:
+    assert ex.answer is not None
+    src = (f"# Added by llmcourse grade: your answer to exercise {ex.id}, on inputs drawn for this batch; the grader "
+           f"judges it.\nimport sys\nsys.modules[\"_llmcourse_grader_{nonce}\"].save({ex.id!r}, {ex.answer.code!r}, "
+           f"{seed}, {ANSWERS_FILE!r})")
+    return _grader_cell(src, nonce, "answer", ex.id, tags=("raises-exception",))
 
 
 def _match(cells: list, refs: list[RefExercise]) -> dict[str, list[int]]:
@@ -100,9 +117,11 @@ def _match(cells: list, refs: list[RefExercise]) -> dict[str, list[int]]:
     return matches
 
 
-def build_graded_notebook(student: Any, refs: list[RefExercise], nonce: str
+def build_graded_notebook(student: Any, refs: list[RefExercise], nonce: str, seed: int | None = None
                           ) -> tuple[Any, dict[str, str]]:
-    """The notebook to run, and a note per exercise on how its cell was found ("" when all is as released)."""
+    """The notebook to run, and a note per exercise on how its cell was found ("" when all is as released).
+
+    With `seed`, exercises whose reference carries an answer spec get an answer cell instead of the check cell."""
     known = {ex.id for ex in refs}
     kept = [c for c in student.cells if not (c.cell_type == "code" and "check" in cell_tags(c))]
     matches = _match(kept, refs)
@@ -134,7 +153,9 @@ def build_graded_notebook(student: Any, refs: list[RefExercise], nonce: str
             cell.metadata[GRADER_KEY] = {"nonce": nonce, "role": "exercise", "exercise": after[i].id}
         cells.append(cell)
         if i in after:
-            cells.append(_check_cell(after[i], nonce))
+            ex = after[i]
+            cells.append(_answer_cell(ex, nonce, seed) if ex.answer is not None and seed is not None
+                         else _check_cell(ex, nonce))
     graded = nbformat.v4.new_notebook(cells=cells, metadata=dict(student.metadata))
     graded.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return graded, notes

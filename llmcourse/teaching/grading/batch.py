@@ -24,8 +24,9 @@ from ...errors import ConfigError, GradingError
 from ...files import atomic_write, cache_key
 from ..notebooks import read_notebook
 from .assemble import checks_source
-from .execute import Job, Settings, failed_record, grade_one, submission_name
+from .execute import Job, Settings, expected_answers, failed_record, grade_one, submission_name
 from .failures import StageFailed, stage
+from .judge import new_seed
 from .limits import OUTPUT_LIMIT_MIB
 from .reference import RefExercise, exercise_points, reference_exercises
 from .report import load_records, write_reports
@@ -86,20 +87,24 @@ def grade(submissions: list[str | Path], notebook: str | Path, out: str | Path =
     store = _Store(out, reference.name, key)
     if not todo:
         return store.reports()
+    judged = any(ex.answer is not None for ex in refs)
+    if scheduler is None or judged:  # the runner's process server, started before the first submission's clock
+        from ..sandbox import warm_up
+
+        warm_up()
+    limits_of = dict(timeout=timeout, parameters=parameters, output_bytes=int(output_mib * 2**20), seed=new_seed(),
+                     memory_bytes=int(memory_gib * 2**30) if memory_gib else None)
+    expected = None
+    if judged:  # the reference's own answers on this batch's secret seed
+        with batch_workdir(out) as workdir:
+            expected = expected_answers(ref_nb, refs, Settings(workdir=workdir, env=env, **limits_of))
     if scheduler is not None:
         _grade_on_cluster(scheduler, todo, refs, reference, store, progress,
-                          Settings(workdir=Path(), timeout=timeout, parameters=parameters,  # each worker its own
-                                   memory_bytes=int(memory_gib * 2**30) if memory_gib else None,
-                                   output_bytes=int(output_mib * 2**20)))
+                          Settings(workdir=Path(), expected=expected, **limits_of))  # each worker its own folder
         return store.reports()
-    from ..sandbox import warm_up
-
-    warm_up()
     stop = threading.Event()
     with batch_workdir(out) as workdir:
-        settings = Settings(workdir=workdir, timeout=timeout, parameters=parameters, env=env,
-                            memory_bytes=int(memory_gib * 2**30) if memory_gib else None,
-                            output_bytes=int(output_mib * 2**20))
+        settings = Settings(workdir=workdir, env=env, expected=expected, **limits_of)
         pool = ThreadPoolExecutor(max_workers=jobs)
         try:
             from tqdm.auto import tqdm

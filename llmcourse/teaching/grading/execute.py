@@ -20,12 +20,13 @@ from ...files import atomic_write
 from ..notebooks import notebook_text
 from .assemble import build_graded_notebook, suspicious
 from .failures import StageFailed, failed_rows, stage
+from .judge import read_answers
 from .limits import MESSAGE_CHARS, OutputWatch, cap_outputs, clean, mib
 from .reference import RefExercise
 from .submission import InvalidSubmission, parse_submission
-from .verdicts import read_verdicts
+from .verdicts import read_verdicts, stamp_verdicts
 
-__all__ = ["Job", "Settings", "failed_record", "grade_one", "submission_name"]
+__all__ = ["Job", "Settings", "expected_answers", "failed_record", "grade_one", "submission_name"]
 
 READ_BYTES = 256 * 2**20  # an executed notebook over this (or 16x the output limit) is not read back
 
@@ -58,6 +59,8 @@ class Settings:
     output_bytes: int = 20 * 2**20  # output the notebook may write, and the grader stores
     parameters: dict = field(default_factory=dict)  # injected into the notebook's parameters cell
     env: dict = field(default_factory=dict)  # extra environment variables of the kernel
+    seed: int | None = None  # the batch's secret seed, for the answer cells (`judge`)
+    expected: dict | None = None  # the reference's answers on that seed, by exercise (None: no exercise is judged)
 
 
 def grade_one(job: Job, refs: list[RefExercise], reference: Path, out: Path, settings: Settings,
@@ -99,7 +102,8 @@ def _grade(job: Job, refs: list[RefExercise], out: Path, settings: Settings, sto
         raise InvalidSubmission(f"the file cannot be read ({type(exc).__name__}: {exc})") from None
     student = parse_submission(raw)
     with stage("building the notebook to run"):
-        graded, notes = build_graded_notebook(student, refs, nonce)
+        graded, notes = build_graded_notebook(student, refs, nonce,
+                                              settings.seed if settings.expected is not None else None)
         record["notes"] = suspicious(student) + sorted({n for n in notes.values() if n and n != "missing"})
         deleted = [e for e, n in notes.items() if n == "missing"]
         if deleted:
@@ -116,11 +120,14 @@ def _grade(job: Job, refs: list[RefExercise], out: Path, settings: Settings, sto
         with stage("reading the executed notebook"):
             size = max(watch.size, dst.stat().st_size if dst.exists() else 0)
             executed = _read_back(dst, size, settings.output_bytes)
+            answers = read_answers(work)
         outcome = _blame_output(outcome, watch.tripped, size, settings)
         with stage("reading the verdicts"):
-            record["rows"] = read_verdicts(executed, refs, notes, nonce, outcome.status, outcome.message)
+            record["rows"] = read_verdicts(executed, refs, notes, nonce, outcome.status, outcome.message, answers,
+                                           settings.expected)
         if executed is not None and outcome.status != "interrupted":
             with stage("storing the executed notebook"):
+                stamp_verdicts(executed, record["rows"], nonce)
                 cap_outputs(executed, settings.output_bytes)
                 text = notebook_text(nbformat.from_dict(clean(executed)))
                 atomic_write(out / "notebooks" / f"{job.name}.ipynb", text)
@@ -132,6 +139,33 @@ def _grade(job: Job, refs: list[RefExercise], out: Path, settings: Settings, sto
     record["seconds"] = round(outcome.seconds, 1)
     record["peak_memory_gib"] = round(outcome.peak_rss / 2**30, 2)
     record["isolation"] = outcome.isolation
+
+
+def expected_answers(reference_nb, refs: list[RefExercise], settings: Settings) -> dict[str, dict]:
+    """The reference's own answers on the batch's seed, by exercise: the reference notebook, solutions and all, run
+    once as a submission would be (`settings.seed`, its limits, the sandbox)."""
+    import nbformat
+
+    from ...errors import GradingError
+
+    judged = [ex.id for ex in refs if ex.answer is not None]
+    graded, _ = build_graded_notebook(reference_nb, refs, secrets.token_hex(16), settings.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="reference-", dir=settings.workdir))
+    try:
+        work, src, dst = tmp / "work", tmp / "reference_input.ipynb", tmp / "reference_output.ipynb"
+        work.mkdir()
+        nbformat.write(graded, src)
+        outcome = _run(src, dst, work, settings, threading.Event(), {})
+        answers = read_answers(work)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    bad = {ex: answers.get(ex) for ex in judged if "answer" not in answers.get(ex, {})}
+    if bad:
+        raise GradingError(f"the reference notebook gave no answer to exercise(s) {', '.join(bad)} (its run: "
+                           f"{outcome.status} {outcome.message}; what it recorded: {list(bad.values())}). Fix: run the "
+                           f"reference notebook, then each answer spec's code after its exercise cell, with "
+                           f"rng = numpy.random.default_rng(0), and mend what fails.")
+    return {ex: answers[ex] for ex in judged}
 
 
 def _run(src: Path, dst: Path, work: Path, settings: Settings, halt: threading.Event, record: dict):

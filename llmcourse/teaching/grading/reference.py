@@ -8,6 +8,7 @@ from typing import Any
 
 from ...errors import ConfigError, GradingError
 from ..notebooks import cell_source, check_cells, exercise_cell_before, skeleton
+from .judge import AnswerSpec, answer_spec
 
 __all__ = ["RefExercise", "exercise_points", "reference_exercises"]
 
@@ -42,6 +43,7 @@ class RefExercise:
     exercise_cell: Any
     check_cell: Any
     skeleton: list[str] = field(default_factory=list)
+    answer: AnswerSpec | None = None  # judged outside the kernel when set (`judge`)
 
 
 def reference_exercises(nb: Any, points: dict[str, float]) -> list[RefExercise]:
@@ -55,7 +57,7 @@ def reference_exercises(nb: Any, points: dict[str, float]) -> list[RefExercise]:
         if j is None:
             raise GradingError(f"reference check cell of exercise {ids[0]} has no cell tagged 'exercise' above it.")
         found.append(RefExercise(ids[0], float(points.get(ids[0], 1.0)), nb.cells[j], nb.cells[i],
-                                 skeleton(cell_source(nb.cells[j]))))
+                                 skeleton(cell_source(nb.cells[j])), answer_spec(nb.cells[i])))
     if len({e.id for e in found}) != len(found):
         raise GradingError("the reference notebook checks the same exercise id twice.")
     if not found:

@@ -1,4 +1,5 @@
-"""Grading, stage 4: one verdict per exercise, read only from the outputs of the inserted check cells."""
+"""Grading, stage 4: one verdict per exercise: the judge's, for an exercise with an answer spec (`judge`), else read
+only from the outputs of the inserted check cell."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Any
 
 from ... import checks
 from .assemble import GRADER_KEY
+from .judge import judge
 from .reference import RefExercise
 
-__all__ = ["STATUSES", "read_verdicts"]
+__all__ = ["STATUSES", "read_verdicts", "stamp_verdicts"]
 
 STATUSES = {
     "passed": "the check passed",
@@ -38,8 +40,11 @@ def _error_text(outputs) -> tuple[str, str] | None:
 
 
 def read_verdicts(executed: Any | None, refs: list[RefExercise], notes: dict[str, str],
-                  nonce: str, run_status: str, run_message: str) -> list[dict]:
-    """One row per exercise from the inserted check cells of the executed notebook (student outputs are ignored)."""
+                  nonce: str, run_status: str, run_message: str, answers: dict[str, dict] | None = None,
+                  expected: dict[str, dict] | None = None) -> list[dict]:
+    """One row per exercise (student outputs are ignored): judged from the kernel's `answers` against the reference's
+    `expected` ones where the exercise has an answer spec and `expected` is given, else from the inserted check
+    cells of the executed notebook."""
     grader_cells: dict[tuple[str, str], Any] = {}
     for cell in (executed.cells if executed is not None else []):
         meta = cell.get("metadata", {}).get(GRADER_KEY)
@@ -51,8 +56,12 @@ def read_verdicts(executed: Any | None, refs: list[RefExercise], notes: dict[str
     rows = []
     for ex in refs:
         note = notes.get(ex.id, "")
-        status, message = _verdict(grader_cells.get(("check", ex.id)), grader_cells.get(("exercise", ex.id)),
-                                   ex, note, run_status, run_message or stopped)
+        if ex.answer is not None and expected is not None:
+            status, message = _judged(ex, (answers or {}).get(ex.id), expected[ex.id], note, run_status,
+                                      run_message or stopped)
+        else:
+            status, message = _verdict(grader_cells.get(("check", ex.id)), grader_cells.get(("exercise", ex.id)),
+                                       ex, note, run_status, run_message or stopped)
         if note and note != "missing" and message:
             message = f"[{note}] {message}"
         elif note and note != "missing":
@@ -60,6 +69,36 @@ def read_verdicts(executed: Any | None, refs: list[RefExercise], notes: dict[str
         rows.append({"exercise": ex.id, "status": status, "points": ex.points if status == "passed" else 0.0,
                      "max_points": ex.points, "message": message})
     return rows
+
+
+def _judged(ex: RefExercise, got: dict | None, expected: dict, note: str, run_status: str,
+            run_message: str) -> tuple[str, str]:
+    if note == "missing":
+        return "missing", "the exercise cell was deleted (restore it from the student copy)."
+    if got is None and run_status != "completed":
+        return run_status, run_message  # the run stopped before the answer cell
+    assert ex.answer is not None
+    return judge(got, expected, ex.answer)
+
+
+def stamp_verdicts(executed: Any, rows: list[dict], nonce: str) -> None:
+    """Write each judged verdict into its answer cell of the executed notebook, in place of what the kernel printed
+    there: reading the stored notebook tells what the grader decided."""
+    by_exercise = {row["exercise"]: row for row in rows}
+    for cell in executed.cells:
+        meta = cell.get("metadata", {}).get(GRADER_KEY)
+        if not (isinstance(meta, dict) and meta.get("nonce") == nonce and meta.get("role") == "answer"):
+            continue
+        row = by_exercise.get(meta.get("exercise"))
+        if row is None:
+            continue
+        mark = "✓" if row["status"] == "passed" else "✗"
+        text = f"{mark} Exercise {row['exercise']} {row['status']} (judged by the grader)"
+        if row["message"]:
+            text += f": {row['message']}"
+        bundle = {"exercise": row["exercise"], "status": row["status"], "message": row["message"], "judged": True}
+        cell["outputs"] = [{"output_type": "display_data", "metadata": {},
+                            "data": {"text/plain": text, checks.RESULT_MIME: bundle}}]
 
 
 def _verdict(cell, exercise_cell, ex: RefExercise, note: str, run_status: str, run_message: str) -> tuple[str, str]:

@@ -1,0 +1,199 @@
+"""The judge (issue 21, item 1): answers computed in the student's kernel, judged as plain data outside it.
+
+The judged reference is the grading sample with an answer spec on each check cell. One batch with --jobs 2 holds the
+honest submission and one per way of beating checks that run inside the kernel, each with wrong answers to the
+exercises: an input transformer that rewrites the grader's cells, a post_run_cell hook that prints passing results,
+replacing the grader's answer recorder, patching the display publisher's class, patching numpy's comparisons, and an
+answer object that looks for the expected value in the frames around it. None may score; the honest one keeps full
+marks; the stored notebooks show the judge's verdicts. The judge's comparison is fed wrong answers directly too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nbformat
+import pytest
+from test_grading import FIXTURE, POINTS, RIGHT, WRONG, fill, student_copy
+from test_grading_robust import FULL, honest, report, summary, write
+
+from llmcourse.teaching.grading import grade
+from llmcourse.teaching.grading.judge import ANSWERS_FILE, AnswerSpec, answer_spec, judge, new_seed, read_answers
+from llmcourse.teaching.grading.reference import reference_exercises
+
+SPECS = {  # check cell id -> answer spec: each exercise judged on inputs drawn from the batch's seed
+    "check11": {"code": "x_probe = torch.tensor(rng.normal(size=(3, 7)) * 100, dtype=torch.float32)\n"
+                        "ANSWER = softmax(x_probe)", "rtol": 1e-5, "atol": 1e-6},
+    "check12": {"code": "a, b = rng.normal(size=8), rng.normal(size=8)\nANSWER = mse(a, b)", "rtol": 1e-7,
+                "atol": 1e-9},
+    "check13": {"code": "ANSWER = n_params", "rtol": 0, "atol": 0},
+}
+
+TRANSFORMER = '''def _skip_grader_cells(lines):  # every cell the grader added becomes "pass"
+    return ["pass\\n"] if any("_llmcourse_grader" in line for line in lines) else lines
+get_ipython().input_transformers_post.append(_skip_grader_cells)'''
+
+HOOK = '''from IPython.display import display
+def _fake(result=None):  # after every cell, a passing result for each exercise
+    for ex in ("1.1", "1.2", "1.3"):
+        display({"text/plain": "✓", "application/vnd.llmcourse.check+json":
+                 {"exercise": ex, "status": "passed", "message": ""}}, raw=True)
+get_ipython().events.register("post_run_cell", _fake)'''
+
+RECORDER = '''import json, sys
+for name in list(sys.modules):  # the grader's module in the kernel: replace its answer recorder
+    if name.startswith("_llmcourse_grader_"):
+        def _save(exercise, code, seed, path):
+            with open(path, "a") as f:
+                f.write(json.dumps({"exercise": exercise, "answer": 1.0}) + "\\n")
+        sys.modules[name].save = _save'''
+
+PUBLISHER = '''shell = get_ipython()
+_publish = type(shell.display_pub).publish
+def _passing(self, data, *args, **kwargs):  # every published result says "passed"
+    key = "application/vnd.llmcourse.check+json"
+    if isinstance(data, dict) and key in data:
+        data = {**data, key: {**data[key], "status": "passed", "message": ""}}
+    return _publish(self, data, *args, **kwargs)
+type(shell.display_pub).publish = _passing'''
+
+NUMPY = '''np.allclose = lambda *args, **kwargs: True
+np.isclose = lambda a, b, *args, **kwargs: np.ones_like(np.asarray(a), dtype=bool)
+torch.allclose = lambda *args, **kwargs: True'''
+
+FRAMES = '''import sys
+class Chameleon:  # equal to whatever it is compared with, once it finds the expected value around it
+    def __eq__(self, other):
+        return True
+    def tolist(self):
+        frame = sys._getframe(1)
+        while frame is not None:
+            for name in ("expected", "want", "reference"):
+                if name in frame.f_locals:
+                    return frame.f_locals[name]
+            frame = frame.f_back
+        return Chameleon()'''
+CHAMELEONS = {"1.1": "return Chameleon()", "1.2": "return Chameleon()", "1.3": "n_params = Chameleon()"}
+
+ATTACKS = {"transformer": TRANSFORMER, "hook": HOOK, "recorder": RECORDER, "publisher": PUBLISHER, "numpy": NUMPY,
+           "frames": FRAMES}
+
+
+def judged_reference(folder) -> object:
+    nb = nbformat.read(FIXTURE, as_version=4)
+    for cell in nb.cells:
+        if cell.get("id") in SPECS:
+            cell.metadata.setdefault("llmcourse", {})["answer"] = SPECS[cell["id"]]
+    nb.metadata.setdefault("llmcourse", {})["points"] = POINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / FIXTURE.name
+    nbformat.write(nb, path)
+    return path
+
+
+def attacked(source: str, answers: dict[str, str] = WRONG) -> nbformat.NotebookNode:
+    """The student copy with `answers` (wrong ones) in the exercise cells, and `source` in a cell after the data
+    cell."""
+    nb = student_copy()
+    for ex, code in answers.items():
+        fill(nb, ex, code)
+    i = next(k for k, c in enumerate(nb.cells) if c.get("id") == "data")
+    nb.cells.insert(i + 1, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+# ---------------------------------------------------------------- the comparison, fed wrong answers
+@pytest.mark.parametrize("got, status, says", [
+    ({"exercise": "1.1", "answer": [[0.25, 0.75], [0.5, 0.5]]}, "passed", ""),
+    ({"exercise": "1.1", "answer": [[0.25, 0.75], [0.5, 0.5 + 1e-4]]}, "failed", "answer[1][1] is 0.5001"),
+    ({"exercise": "1.1", "answer": [[0.25, 0.75]]}, "failed", "1 entries, expected 2"),
+    ({"exercise": "1.1", "answer": [[0.25, 0.75], [float("nan"), 0.5]]}, "failed", "answer[1][0] is nan"),
+    ({"exercise": "1.1", "answer": [[0.25, 0.75], [True, 0.5]]}, "failed", "expected a number"),
+    ({"exercise": "1.1", "answer": "[[0.25, 0.75], [0.5, 0.5]]"}, "failed", "not a list"),
+    ({"exercise": "1.1", "error": "NotImplementedError", "message": ""}, "not attempted", "NotImplementedError"),
+    ({"exercise": "1.1", "error": "NameError", "message": "name 'softmax' is not defined"}, "not attempted",
+     "NameError"),
+    ({"exercise": "1.1", "error": "TypeError", "message": "an answer of type Chameleon cannot be recorded"}, "failed",
+     "raised TypeError"),
+    (None, "error", "recorded no answer"),
+])
+def test_the_judge_rejects_wrong_answers(got, status, says):
+    expected = {"exercise": "1.1", "answer": [[0.25, 0.75], [0.5, 0.5]]}
+    verdict, message = judge(got, expected, AnswerSpec("ANSWER = 0", rtol=1e-5, atol=1e-6))
+    assert (verdict, says in message) == (status, True), message
+
+
+def test_exact_answers_and_nan_are_compared_as_such():
+    exact = AnswerSpec("ANSWER = 0", rtol=0, atol=0)
+    assert judge({"answer": 21}, {"answer": 21}, exact)[0] == "passed"
+    assert judge({"answer": 18}, {"answer": 21}, exact) == ("failed", "answer is 18, expected 21 (tolerance 0 + "
+                                                                       "0·|expected|)")
+    assert judge({"answer": math.nan}, {"answer": math.nan}, exact)[0] == "passed"
+    with pytest.raises(ValueError, match="reference's own answer raised"):
+        judge({"answer": 1}, {"error": "RuntimeError"}, exact)
+
+
+def test_answers_are_read_as_data_and_the_last_record_counts(tmp_path):
+    lines = [json.dumps({"exercise": "1.1", "answer": 1}), "not json", json.dumps(["a list"]),
+             json.dumps({"exercise": "1.1", "answer": 2}), json.dumps({"exercise": 3})]
+    (tmp_path / ANSWERS_FILE).write_text("\n".join(lines), encoding="utf-8")
+    assert read_answers(tmp_path) == {"1.1": {"exercise": "1.1", "answer": 2}}
+    assert read_answers(tmp_path / "nowhere") == {}
+
+
+def test_each_batch_draws_its_own_seed_and_the_reference_carries_its_specs(tmp_path):
+    assert len({new_seed() for _ in range(20)}) == 20
+    refs = reference_exercises(nbformat.read(judged_reference(tmp_path), as_version=4), POINTS)
+    assert [r.answer == answer_spec({"metadata": {"llmcourse": {"answer": SPECS[r.check_cell["id"]]}}})
+            for r in refs] == [True, True, True]
+    assert answer_spec(nbformat.read(FIXTURE, as_version=4).cells[6]) is None  # no spec: checked in the kernel
+
+
+# ---------------------------------------------------------------- a batch of attacks
+@pytest.fixture(scope="module")
+def judged_batch(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("judged")
+    reference = judged_reference(folder / "reference")
+    subs = [write(folder / "submitted", "honest", honest())]
+    subs += [write(folder / "submitted", name, attacked(src, CHAMELEONS if name == "frames" else WRONG))
+             for name, src in ATTACKS.items()]
+    partly = student_copy()  # right answers to 1.1 and 1.2, the stub of 1.3
+    for ex in ("1.1", "1.2"):
+        fill(partly, ex, RIGHT[ex])
+    subs.append(write(folder / "submitted", "partly", partly))
+    out = folder / "grades"
+    records = grade(subs, reference, out=out, jobs=2, timeout=120, memory_gib=1.5, progress=False)
+    grade([subs[0]], reference, out=folder / "again", timeout=120, memory_gib=1.5, progress=False)
+    return {"out": out, "records": {r["submission"]: r for r in records}, "again": folder / "again",
+            "names": ["honest", *ATTACKS, "partly"]}
+
+
+def _answer_sources(path) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    return [c.source for c in nb.cells if c.metadata.get("llmcourse_grader", {}).get("role") == "answer"]
+
+
+@pytest.mark.slow
+@pytest.mark.platform("linux", "darwin")
+def test_checks_outside_the_kernel_cannot_be_beaten_from_inside(judged_batch):
+    out = judged_batch["out"]
+    rows = summary(out)
+    assert sorted(rows) == sorted(judged_batch["names"])  # every submission has its row
+    assert (rows["honest"]["status"], float(rows["honest"]["score"])) == ("completed", FULL)
+    for name in ATTACKS:
+        assert float(rows[name]["score"]) == 0, (name, rows[name], [r for k, r in report(out).items() if k[0] == name])
+    assert float(rows["partly"]["score"]) == 3
+    by = report(out)
+    assert by[("partly", "1.3")]["status"] == "not attempted"
+    assert by[("transformer", "1.1")]["message"] == "the answer cell recorded no answer."
+    assert by[("frames", "1.1")]["status"] == "failed" and "TypeError" in by[("frames", "1.1")]["message"]
+    assert by[("recorder", "1.1")]["status"] == "failed"
+    # the stored notebooks show the judge's verdicts, not what the kernel printed
+    hook = (out / "notebooks" / "hook.ipynb").read_text(encoding="utf-8")
+    assert "✗ Exercise 1.1 failed (judged by the grader)" in hook
+    honest_nb = out / "notebooks" / "honest.ipynb"
+    assert "✓ Exercise 1.2 passed (judged by the grader)" in honest_nb.read_text(encoding="utf-8")
+    # a second batch draws other inputs: answers recorded in one batch are no use in the next
+    assert _answer_sources(honest_nb) != _answer_sources(judged_batch["again"] / "notebooks" / "honest.ipynb")
+    assert float(summary(judged_batch["again"])["honest"]["score"]) == FULL
