@@ -1,11 +1,11 @@
 """The judge (issue 21, item 1): answers computed in the student's kernel, judged as plain data outside it.
 
-The judged reference is the grading sample with an answer spec on each check cell. One batch with --jobs 2 holds the
-honest submission and one per way of beating checks that run inside the kernel, each with wrong answers to the
-exercises: an input transformer that rewrites the grader's cells, a post_run_cell hook that prints passing results,
-replacing the grader's answer recorder, patching the display publisher's class, patching numpy's comparisons, and an
-answer object that looks for the expected value in the frames around it. None may score; the honest one keeps full
-marks; the stored notebooks show the judge's verdicts. The judge's comparison is fed wrong answers directly too.
+The judged reference is the grading sample with an answer spec on each check cell. The ways of beating checks that
+run inside the kernel (ATTACKS, each with wrong answers to the exercises: an input transformer that rewrites the
+grader's cells, a post_run_cell hook that prints passing results, replacing the grader's answer recorder, patching
+the display publisher's class, patching numpy's comparisons, an answer object that looks for the expected value in
+the frames around it) are graded in test_grading_hostile's one batch: none may score. Here the judge's comparison is
+fed wrong answers directly.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import math
 
 import nbformat
 import pytest
-from test_grading import FIXTURE, POINTS, RIGHT, WRONG, fill, student_copy
-from test_grading_robust import FULL, honest, report, summary, write
+from test_grading import FIXTURE, POINTS, WRONG, fill, student_copy
 
-from llmcourse.teaching.grading import grade
 from llmcourse.teaching.grading.judge import ANSWERS_FILE, AnswerSpec, answer_spec, judge, new_seed, read_answers
 from llmcourse.teaching.grading.reference import reference_exercises
 
@@ -150,50 +148,28 @@ def test_each_batch_draws_its_own_seed_and_the_reference_carries_its_specs(tmp_p
     assert answer_spec(nbformat.read(FIXTURE, as_version=4).cells[6]) is None  # no spec: checked in the kernel
 
 
-# ---------------------------------------------------------------- a batch of attacks
-@pytest.fixture(scope="module")
-def judged_batch(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("judged")
-    reference = judged_reference(folder / "reference")
-    subs = [write(folder / "submitted", "honest", honest())]
-    subs += [write(folder / "submitted", name, attacked(src, CHAMELEONS if name == "frames" else WRONG))
-             for name, src in ATTACKS.items()]
-    partly = student_copy()  # right answers to 1.1 and 1.2, the stub of 1.3
-    for ex in ("1.1", "1.2"):
-        fill(partly, ex, RIGHT[ex])
-    subs.append(write(folder / "submitted", "partly", partly))
-    out = folder / "grades"
-    records = grade(subs, reference, out=out, jobs=2, timeout=120, memory_gib=1.5, progress=False)
-    grade([subs[0]], reference, out=folder / "again", timeout=120, memory_gib=1.5, progress=False)
-    return {"out": out, "records": {r["submission"]: r for r in records}, "again": folder / "again",
-            "names": ["honest", *ATTACKS, "partly"]}
-
-
-def _answer_sources(path) -> list[str]:
+def answer_sources(path) -> list[str]:
+    """The sources of the answer cells of a stored graded notebook (they hold the batch's seed)."""
     nb = nbformat.read(path, as_version=4)
     return [c.source for c in nb.cells if c.metadata.get("llmcourse_grader", {}).get("role") == "answer"]
 
 
 @pytest.mark.slow
 @pytest.mark.platform("linux", "darwin")
-def test_checks_outside_the_kernel_cannot_be_beaten_from_inside(judged_batch):
-    out = judged_batch["out"]
-    rows = summary(out)
-    assert sorted(rows) == sorted(judged_batch["names"])  # every submission has its row
-    assert (rows["honest"]["status"], float(rows["honest"]["score"])) == ("completed", FULL)
-    for name in ATTACKS:
-        assert float(rows[name]["score"]) == 0, (name, rows[name], [r for k, r in report(out).items() if k[0] == name])
-    assert float(rows["partly"]["score"]) == 3
-    by = report(out)
-    assert by[("partly", "1.3")]["status"] == "not attempted"
-    assert by[("transformer", "1.1")]["message"] == "the answer cell recorded no answer."
-    assert by[("frames", "1.1")]["status"] == "failed" and "TypeError" in by[("frames", "1.1")]["message"]
-    assert by[("recorder", "1.1")]["status"] == "failed"
-    # the stored notebooks show the judge's verdicts, not what the kernel printed
-    hook = (out / "notebooks" / "hook.ipynb").read_text(encoding="utf-8")
-    assert "✗ Exercise 1.1 failed (judged by the grader)" in hook
-    honest_nb = out / "notebooks" / "honest.ipynb"
-    assert "✓ Exercise 1.2 passed (judged by the grader)" in honest_nb.read_text(encoding="utf-8")
-    # a second batch draws other inputs: answers recorded in one batch are no use in the next
-    assert _answer_sources(honest_nb) != _answer_sources(judged_batch["again"] / "notebooks" / "honest.ipynb")
-    assert float(summary(judged_batch["again"])["honest"]["score"]) == FULL
+def test_week_1_2_is_judged_outside_the_kernel(tmp_path):
+    """Week 1.2's four exercises carry answer specs: its own solutions, submitted, pass every one as judged by the
+    grader on this batch's inputs; the untouched student copy attempts none."""
+    from test_grading_robust import write
+
+    from llmcourse.teaching.grading import grade
+    from llmcourse.teaching.release import make_student_copy
+
+    notebook = FIXTURE.parents[2] / "week01" / "02_attention_from_scratch.ipynb"
+    reference = nbformat.read(notebook, as_version=4)
+    assert all(ex.answer is not None for ex in reference_exercises(reference, {}))
+    subs = [write(tmp_path / "in", "solved", reference), write(tmp_path / "in", "untouched",
+                                                                make_student_copy(reference))]
+    records = grade(subs, notebook, out=tmp_path / "grades", jobs=2, timeout=600, memory_gib=3, progress=False)
+    got = {r["submission"]: {row["exercise"]: row["status"] for row in r["rows"]} for r in records}
+    assert got == {"solved": dict.fromkeys(["2.1", "2.2", "2.3", "2.4"], "passed"),
+                   "untouched": dict.fromkeys(["2.1", "2.2", "2.3", "2.4"], "not attempted")}, records
