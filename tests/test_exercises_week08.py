@@ -5,15 +5,16 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
-from exercise_harness import STUB, run_exercise
+from exercise_harness import STUB, answer_record, judge_tests, run_exercise, spec_of
+
+from llmcourse.teaching.grading.judge import judge
 
 NB1 = "week08/01_distributed_training.ipynb"
 NB2 = "week08/02_capstone.ipynb"
 
 
 # ---- 1.1 gradient accumulation, 1.2 ZeRO arithmetic ---------------------------------------------------------------
-@pytest.fixture()
-def ddp_context():
+def _ddp_ctx():
     def make_model(seed):
         torch.manual_seed(seed)
         return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
@@ -28,18 +29,26 @@ def ddp_context():
             "X": torch.rand(256, 64), "y": torch.randint(0, 10, (256,)), "SEED": 0, "GLOBAL_BATCH": 64, "LR": 0.5}
 
 
+@pytest.fixture()
+def ddp_context():
+    return _ddp_ctx()
+
+
+WRONG_1_1 = {
+    "loss not divided by micro_batches": "for xb, yb in zip(X.chunk(micro_batches), y.chunk(micro_batches)):\n"
+                                         "    F.cross_entropy(model(xb), yb).backward()",
+    "the whole batch at once": "F.cross_entropy(model(X), y).backward()",
+    "a step after every micro-batch": "for xb, yb in zip(X.chunk(micro_batches), y.chunk(micro_batches)):\n"
+                                      "    (F.cross_entropy(model(xb), yb) / micro_batches).backward()\n"
+                                      "    opt.step()",
+}
+
+
 def test_accumulation_reference_passes(ddp_context):
     assert run_exercise(NB1, "1.1", ddp_context).status == "passed"
 
 
-@pytest.mark.parametrize("wrong", [
-    "for xb, yb in zip(X.chunk(micro_batches), y.chunk(micro_batches)):\n"
-    "    F.cross_entropy(model(xb), yb).backward()",  # forgot to divide by the number of micro-batches
-    "F.cross_entropy(model(X), y).backward()",  # the whole batch at once: no accumulation
-    "for xb, yb in zip(X.chunk(micro_batches), y.chunk(micro_batches)):\n"
-    "    (F.cross_entropy(model(xb), yb) / micro_batches).backward()\n"
-    "    opt.step()",  # stepping after every micro-batch
-])
+@pytest.mark.parametrize("wrong", WRONG_1_1.values(), ids=WRONG_1_1.keys())
 def test_accumulation_wrong_answers_fail(ddp_context, wrong):
     assert run_exercise(NB1, "1.1", ddp_context, solution=wrong).status == "failed"
 
@@ -52,13 +61,17 @@ def test_zero_reference_passes():
     assert run_exercise(NB1, "1.2").status == "passed"
 
 
-@pytest.mark.parametrize("wrong", [
-    "return 16 * n_params / (n_gpus if stage else 1)",  # every stage shards everything
-    "w, g, o = 2 * n_params, 2 * n_params, 12 * n_params\n"
-    "return w + g + (o / n_gpus if stage >= 1 else o)",  # stage 2 and 3 forget to shard grads and weights
-    "w, g, o = 4 * n_params, 4 * n_params, 8 * n_params\n"
-    "return (w if stage < 3 else w / n_gpus) + (g if stage < 2 else g / n_gpus) + (o if stage < 1 else o / n_gpus)",
-])
+WRONG_1_2 = {
+    "every stage shards everything": "return 16 * n_params / (n_gpus if stage else 1)",
+    "stages 2 and 3 shard only the optimizer": "w, g, o = 2 * n_params, 2 * n_params, 12 * n_params\n"
+                                               "return w + g + (o / n_gpus if stage >= 1 else o)",
+    "fp32 weights and gradients": "w, g, o = 4 * n_params, 4 * n_params, 8 * n_params\n"
+                                  "return (w if stage < 3 else w / n_gpus) + (g if stage < 2 else g / n_gpus) "
+                                  "+ (o if stage < 1 else o / n_gpus)",
+}
+
+
+@pytest.mark.parametrize("wrong", WRONG_1_2.values(), ids=WRONG_1_2.keys())
 def test_zero_wrong_answers_fail(wrong):
     assert run_exercise(NB1, "1.2", solution=wrong).status == "failed"
 
@@ -68,35 +81,42 @@ def test_zero_stub_is_not_attempted():
 
 
 # ---- 1.3 ZeRO-1 ownership, 1.4 the GPipe timeline -------------------------------------------------------------
-@pytest.fixture()
-def zero_context():
+def _zero_ctx():
     single = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
     owned = [["0.weight"], ["0.bias", "2.weight", "2.bias"]]  # what the two ranks of the notebook's run reported
     return {"single": single, "par": [{"ZeRO-1": {"owned": names}} for names in owned], "WORLD_SIZE": 2}
+
+
+@pytest.fixture()
+def zero_context():
+    return _zero_ctx()
 
 
 def test_partition_reference_passes(zero_context):
     assert run_exercise(NB1, "1.3", zero_context).status == "passed"
 
 
-@pytest.mark.parametrize("wrong", [
-    "return [i % world_size for i in range(len(sizes))]",  # round robin, sizes ignored
-    "owned, owner = [0] * world_size, []\n"
-    "for n in sizes:\n"
-    "    r = owned.index(min(owned))\n"
-    "    owner.append(r)\n"
-    "    owned[r] += n\n"
-    "return owner",  # greedy in the model's order, not largest first
-    "order = sorted(range(len(sizes)), key=lambda i: sizes[i])\n"
-    "owned, owner = [0] * world_size, [None] * len(sizes)\n"
-    "for i in order:\n"
-    "    r = owned.index(min(owned))\n"
-    "    owner[i] = r\n"
-    "    owned[r] += sizes[i]\n"
-    "return owner",  # smallest first
-    "chunk = -(-len(sizes) // world_size)\n"
-    "return [i // chunk for i in range(len(sizes))]",  # contiguous blocks of tensors
-])
+_GREEDY = ("owned, owner = [0] * world_size, [None] * len(sizes)\n"
+           "for i in order:\n"
+           "    r = owned.index(min(owned))\n"
+           "    owner[i] = r\n"
+           "    owned[r] += sizes[i]\n"
+           "return owner")
+WRONG_1_3 = {
+    "round robin, sizes ignored": "return [i % world_size for i in range(len(sizes))]",
+    "greedy in the model's order": "order = range(len(sizes))\n" + _GREEDY,
+    "smallest first": "order = sorted(range(len(sizes)), key=lambda i: sizes[i])\n" + _GREEDY,
+    "contiguous blocks of tensors": "chunk = -(-len(sizes) // world_size)\n"
+                                    "return [i // chunk for i in range(len(sizes))]",
+    "ties: the last tensor first": "order = sorted(range(len(sizes)), key=lambda i: (sizes[i], i), reverse=True)\n"
+                                   + _GREEDY,
+    "ties: the highest rank": "order = sorted(range(len(sizes)), key=lambda i: sizes[i], reverse=True)\n"
+                              + _GREEDY.replace("owned.index(min(owned))",
+                                                "max(range(world_size), key=lambda k: (-owned[k], k))"),
+}
+
+
+@pytest.mark.parametrize("wrong", WRONG_1_3.values(), ids=WRONG_1_3.keys())
 def test_partition_wrong_answers_fail(zero_context, wrong):
     assert run_exercise(NB1, "1.3", zero_context, solution=wrong).status == "failed"
 
@@ -105,10 +125,14 @@ def test_partition_stub_is_not_attempted(zero_context):
     assert run_exercise(NB1, "1.3", zero_context, solution=STUB).status == "not attempted"
 
 
-@pytest.fixture()
-def pipeline_context():
+def _pipeline_ctx():
     log = ["F0", "F1", "F2", "F3", "B0", "B1", "B2", "B3"]  # each rank's order of work in the notebook's run
     return {"par": [{"pipeline": {"log": list(log)}} for _ in range(2)], "WORLD_SIZE": 2, "MICRO_BATCHES": 4}
+
+
+@pytest.fixture()
+def pipeline_context():
+    return _pipeline_ctx()
 
 
 def test_timeline_reference_passes(pipeline_context):
@@ -121,20 +145,25 @@ TIMELINE = ("first = n_micro + n_stages - 1\n"
             "    for m in range(n_micro):\n")
 
 
-@pytest.mark.parametrize("wrong", [
-    TIMELINE + "        slots[m][s] = f'F{m}'\n"
-    "        slots[first + m][s] = f'B{m}'\n"
-    "return slots",  # no stagger: a stage starts before the previous one has sent its activations
-    TIMELINE + "        slots[s + m][s] = f'F{m}'\n"
-    "        slots[first + m][s] = f'B{m}'\n"
-    "return slots",  # backward not staggered: gradients do not need to travel back
-    TIMELINE + "        slots[s + m][s] = f'F{m}'\n"
-    "        slots[first + (n_stages - 1 - s) + (n_micro - 1 - m)][s] = f'B{m}'\n"
-    "return slots",  # backwards in reverse order: not what the run did
-    TIMELINE.replace("range(2 * first)", "range(2 * first + 1)") + "        slots[s + m][s] = f'F{m}'\n"
-    "        slots[first + 1 + (n_stages - 1 - s) + m][s] = f'B{m}'\n"
-    "return slots",  # one idle slot too many before the backwards
-])
+WRONG_1_4 = {
+    "no stagger": TIMELINE + "        slots[m][s] = f'F{m}'\n"
+                             "        slots[first + m][s] = f'B{m}'\n"
+                             "return slots",  # a stage starts before the previous one has sent its activations
+    "backward not staggered": TIMELINE + "        slots[s + m][s] = f'F{m}'\n"
+                                         "        slots[first + m][s] = f'B{m}'\n"
+                                         "return slots",  # gradients do not need to travel back
+    "backwards in reverse order": TIMELINE + "        slots[s + m][s] = f'F{m}'\n"
+                                             "        slots[first + (n_stages - 1 - s) + (n_micro - 1 - m)][s] = "
+                                             "f'B{m}'\n"
+                                             "return slots",  # not what the run did
+    "one idle slot too many": TIMELINE.replace("range(2 * first)", "range(2 * first + 1)")
+                              + "        slots[s + m][s] = f'F{m}'\n"
+                                "        slots[first + 1 + (n_stages - 1 - s) + m][s] = f'B{m}'\n"
+                                "return slots",  # before the backwards
+}
+
+
+@pytest.mark.parametrize("wrong", WRONG_1_4.values(), ids=WRONG_1_4.keys())
 def test_timeline_wrong_answers_fail(pipeline_context, wrong):
     assert run_exercise(NB1, "1.4", pipeline_context, solution=wrong).status == "failed"
 
@@ -240,29 +269,37 @@ def test_make_example_reference_passes(capstone_context):
     assert run_exercise(NB2, "2.1", capstone_context).status == "passed"
 
 
-@pytest.mark.parametrize("wrong", [
-    OLD_LEFT_CUT,
-    # cut the whole sequence from the right: long examples lose their answer
+WRONG_2_1 = {
+    "the whole prompt cut from the left": OLD_LEFT_CUT,
+    # long examples lose their answer
+    "the whole sequence cut from the right":
     "answer_ids = tokenizer.encode(answer) + [END]\n"
     "prompt = HEAD + tokenizer.encode(text) + TAIL\n"
     "return {'input_ids': (prompt + answer_ids)[:SEQ_LEN], 'labels': ([-100] * len(prompt) + answer_ids)[:SEQ_LEN]}",
-    # labels not masked: the model would also learn to write the prompt
+    # the model would also learn to write the prompt
+    "labels not masked":
     "answer_ids = tokenizer.encode(answer) + [END]\n"
     "prompt = prompt_ids(text, room=SEQ_LEN - len(HEAD) - len(TAIL) - len(answer_ids))\n"
     "return {'input_ids': prompt + answer_ids, 'labels': list(prompt + answer_ids)}",
-    # off by one: the room forgets the end-of-turn token, so long examples are SEQ_LEN + 1 tokens
+    # long examples are SEQ_LEN + 1 tokens
+    "off by one: the room forgets the end-of-turn token":
     "answer_ids = tokenizer.encode(answer) + [END]\n"
     "prompt = prompt_ids(text, room=SEQ_LEN - len(HEAD) - len(TAIL) - len(tokenizer.encode(answer)))\n"
     "return {'input_ids': prompt + answer_ids, 'labels': [-100] * len(prompt) + answer_ids}",
-    # no end-of-turn token: the model never learns to stop
+    # the model never learns to stop
+    "no end-of-turn token":
     "answer_ids = tokenizer.encode(answer)\n"
     "prompt = prompt_ids(text, room=SEQ_LEN - len(HEAD) - len(TAIL) - len(answer_ids))\n"
     "return {'input_ids': prompt + answer_ids, 'labels': [-100] * len(prompt) + answer_ids}",
-    # the default room of a one-word answer: a longer answer overflows SEQ_LEN
+    # a longer answer overflows SEQ_LEN
+    "the default room of a one-word answer":
     "answer_ids = tokenizer.encode(answer) + [END]\n"
     "prompt = prompt_ids(text)\n"
     "return {'input_ids': prompt + answer_ids, 'labels': [-100] * len(prompt) + answer_ids}",
-])
+}
+
+
+@pytest.mark.parametrize("wrong", WRONG_2_1.values(), ids=WRONG_2_1.keys())
 def test_make_example_wrong_answers_fail(capstone_context, wrong):
     assert run_exercise(NB2, "2.1", capstone_context, solution=wrong).status == "failed"
 
@@ -316,3 +353,37 @@ def test_endpoint_wrong_answers_fail(served_context, wrong):
 
 def test_endpoint_stub_is_not_attempted(served_context):
     assert run_exercise(NB2, "2.2", served_context, solution=STUB).status == "not attempted"
+
+
+# ------------------------------------------------------------------------------------------------ the judge
+# Graded, these exercises are judged outside the kernel (issue 21): the check cell's answer spec computes the answer
+# on inputs drawn from the batch's seed, and the grader compares it with the reference's. The judge must reject every
+# wrong answer the checks above reject, pass the reference, and see a stub as not attempted. A context factory takes
+# pytest's `request` (the capstone's context needs the tokenizer fixture). 2.2 has no answer spec: it serves the model
+# the notebook fine-tuned, so there is no answer to compute from inputs.
+SEED = 20261204  # the batch seed the judged answers are drawn from (a real batch draws a fresh one)
+
+
+def _capstone_ctx(request, name="sentiment_en"):
+    return capstone_task(request.getfixturevalue("smollm2_tokenizer"), name)[0]
+
+
+JUDGED = [(NB1, "1.1", lambda request: _ddp_ctx(), WRONG_1_1), (NB1, "1.2", lambda request: {}, WRONG_1_2),
+          (NB1, "1.3", lambda request: _zero_ctx(), WRONG_1_3),
+          (NB1, "1.4", lambda request: _pipeline_ctx(), WRONG_1_4), (NB2, "2.1", _capstone_ctx, WRONG_2_1)]
+
+
+test_the_judge_rejects_the_wrong_answers, test_the_judge_passes_the_reference_and_sees_a_stub_as_not_attempted = (
+    judge_tests(JUDGED, SEED, with_request=True))
+
+
+@pytest.mark.parametrize("name", ["sentiment_zh", "arithmetic"])
+def test_the_judge_passes_a_right_answer_for_another_task(request, name):
+    """The reference notebook runs the default task; a student may pick another (TASK), which changes HEAD, TAIL and
+    SEQ_LEN. 2.1's answer records what the check verifies, not the ids, so a right answer passes on any task."""
+    expected = answer_record(NB2, "2.1", _capstone_ctx(request), seed=SEED)
+    got = answer_record(NB2, "2.1", _capstone_ctx(request, name), seed=SEED)
+    assert judge(got, expected, spec_of(NB2, "2.1")) == ("passed", "")
+    wrong = answer_record(NB2, "2.1", _capstone_ctx(request, name), WRONG_2_1["off by one: the room forgets the "
+                                                                              "end-of-turn token"], seed=SEED)
+    assert judge(wrong, expected, spec_of(NB2, "2.1"))[0] == "failed"
