@@ -96,8 +96,12 @@ def _from_disk(name: str):
     path = _disk_path(name)
     if not (path / "datasheet.json").exists():
         return None
+    from .files import cache_writable
+
     try:
-        ds = CourseDataset(load_from_disk(str(path)))
+        # from a read-only cache, in memory: what `map` and `filter` make then stays in memory too, instead of
+        # failing to write its cache files next to the data (the data sets are a few MiB)
+        ds = CourseDataset(load_from_disk(str(path), keep_in_memory=not cache_writable(path)))
         ds.datasheet = Datasheet(**json.loads((path / "datasheet.json").read_text(encoding="utf-8")))
         return ds
     except Exception:  # a damaged cache is rebuilt, never trusted
@@ -109,8 +113,10 @@ def _to_disk(name: str, ds):
 
     import datasets
 
-    from .files import atomic_path
+    from .files import atomic_path, cache_writable
 
+    if not cache_writable(_disk_path(name).parent):
+        return ds  # a read-only cache: this run keeps its copy in memory
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:

@@ -202,7 +202,7 @@ def build(modules: tuple[str, ...] = MODULES, seed: int = 0, context_lines: int 
 def load(seed: int = 0) -> list[Question]:
     """`build(seed=seed)`, cached in the course cache under the installed versions (rebuilt when they change)."""
     from .assets import cache_dir
-    from .files import atomic_path
+    from .files import cache_path
 
     key = hashlib.sha1(json.dumps([MODULES, _versions(MODULES), seed]).encode()).hexdigest()[:12]
     path = cache_dir() / "docqa" / f"questions-{key}.json"
@@ -210,7 +210,6 @@ def load(seed: int = 0) -> list[Question]:
         rows = json.loads(path.read_text(encoding="utf-8"))
         return [Question(**{**r, "gold": Passage(**r["gold"])}) for r in rows]
     questions = build(seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with cache_path(path) as tmp:
         Path(tmp).write_text(json.dumps([asdict(q) for q in questions], indent=1), encoding="utf-8")
     return questions

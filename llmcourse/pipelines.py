@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .assets import cache_dir
-from .files import atomic_path, cache_key
+from .files import cache_key, cache_path, cache_writable
 from .vision import CAPTIONS_TRAIN, TEXT_MODEL, caption, mnist_tensors
 
 __all__ = ["PIPELINE_RECIPE", "course_pipeline", "judge_images", "prompt_table", "tiny_pipeline", "train_pipeline"]
@@ -171,8 +171,13 @@ def course_pipeline(progress: Callable | None = None, **overrides: Any):
     folder = _folder(r)
     if not (folder / "model_index.json").exists():
         pipe = train_pipeline(progress, **overrides)
-        with atomic_path(folder, folder=True) as tmp:  # another process sees no folder or a complete one
+        with cache_path(folder, folder=True) as tmp:  # another process sees no folder or a complete one
             pipe.save_pretrained(tmp)
+            if not cache_writable(folder.parent):  # a read-only cache: load this run's copy before it goes
+                _quiet_diffusers()
+                pipe = StableDiffusionPipeline.from_pretrained(tmp)
+                pipe.set_progress_bar_config(disable=True)
+                return pipe
     _quiet_diffusers()
     pipe = StableDiffusionPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)

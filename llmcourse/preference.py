@@ -90,10 +90,10 @@ def sample_completions(model, tok, conversations: Sequence[list[dict]], k: int =
         rows += _sample_batch(model, tok, conversations[i:i + batch_size], k, max_new_tokens, temperature, top_p)
     model.train(was_training)
     if cache is not None:
-        from .files import atomic_write
+        from .files import cache_path
 
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache, json.dumps(rows))
+        with cache_path(cache) as tmp:
+            tmp.write_text(json.dumps(rows), encoding="utf-8")
     return rows
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .assets import cache_dir, resolve
-from .files import atomic_path, cache_key
+from .files import atomic_path, cache_key, cache_writable
 
 __all__ = ["TWEET_RECIPE", "classifier_path", "save_tweet_classifier", "train_tweet_classifier", "tweet_classifier"]
 
@@ -118,7 +118,16 @@ def tweet_classifier(retrain: bool = False, verbose: bool = True, **overrides: A
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     target = classifier_path(**overrides)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not cache_writable(target.parent):  # a read-only cache (a grading sandbox): read it, or train for this run
+        if (target / "recipe.json").exists() and not retrain:
+            model = AutoModelForSequenceClassification.from_pretrained(target)
+            return model.eval(), AutoTokenizer.from_pretrained(target)
+        if verbose:
+            print("training the week 3 tweet classifier (the course cache is read-only: for this run only)...",
+                  flush=True)
+        with tempfile.TemporaryDirectory() as work:
+            trainer = train_tweet_classifier(work, **overrides)
+        return trainer.model.eval(), trainer.processing_class
     with FileLock(str(target) + ".lock"):
         if retrain and target.exists():
             shutil.rmtree(target)

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .assets import cache_dir
-from .files import atomic_path, cache_key
+from .files import cache_key, cache_path
 
 __all__ = [
     "CAPTIONS_TRAIN",
@@ -108,7 +108,7 @@ def _cached(name: str, recipe: dict) -> Path:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:  # readers see the old file or the whole new one, never half of it
+    with cache_path(path) as tmp:  # readers see the old file or the whole new one, never half of it
         torch.save(obj, tmp)
 
 

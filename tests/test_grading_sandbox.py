@@ -235,3 +235,21 @@ def test_the_sandbox_binds_over_its_tmpfs_not_under_it(tmp_path):
     binds = [i for i, arg in enumerate(prefix) if arg in ("--ro-bind", "--bind")]
     assert binds and tmpfs < min(binds)
     assert prefix[prefix.index("--bind") + 1] == str(tmp_path / "work")
+
+
+def test_each_kernel_is_told_its_share_of_the_cores(monkeypatch):
+    """In the sandbox a kernel cannot see the others (its own PID namespace), so the course's thread policy would give
+    each all the cores: the grader sets the policy's override too. Week 2.2, --jobs 2 on 2 cores: 366 s a submission
+    with 2 threads each, against about 85 s for the notebook alone."""
+    from llmcourse.teaching.grading.limits import THREAD_VARS, thread_env
+    from llmcourse.threads import ENV_VAR, choose
+
+    for var in THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert ENV_VAR in THREAD_VARS
+    assert thread_env(2) == {var: "2" for var in THREAD_VARS}
+    assert thread_env(8) == {var: "1" for var in THREAD_VARS}  # never 0
+    assert choose(4, 0.0, thread_env(4)[ENV_VAR]).threads == 1  # the override wins over a quiet-looking machine
+    monkeypatch.setenv(ENV_VAR, "3")  # the instructor's own setting is kept
+    assert thread_env(2)[ENV_VAR] == "3"

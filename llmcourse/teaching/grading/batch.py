@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import sys
 import threading
@@ -27,7 +26,7 @@ from .assemble import checks_source
 from .execute import Job, Settings, expected_answers, failed_record, grade_one, submission_name
 from .failures import StageFailed, stage
 from .judge import new_seed
-from .limits import OUTPUT_LIMIT_MIB
+from .limits import OUTPUT_LIMIT_MIB, thread_env
 from .reference import RefExercise, exercise_points, reference_exercises
 from .report import load_records, write_reports
 from .signing import batch_key, sign, verify
@@ -80,10 +79,7 @@ def grade(submissions: list[str | Path], notebook: str | Path, out: str | Path =
         print(f"{len(jobs_list) - len(todo)} submission(s) already graded in {out}: skipped (use --force to regrade).")
     if unverified:
         print(f"{unverified} stored result(s) in {out} failed their signature check: graded again.")
-    env = {}
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = os.environ.get(var, str(threads))
+    env = thread_env(jobs)
     store = _Store(out, reference.name, key)
     if not todo:
         return store.reports()

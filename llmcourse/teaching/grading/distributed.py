@@ -33,6 +33,7 @@ from ...files import cache_key
 from .assemble import checks_source
 from .execute import Job, Settings, failed_record, grade_one
 from .failures import StageFailed
+from .limits import thread_env
 from .reference import RefExercise
 from .workdir import batch_workdir
 
@@ -42,7 +43,6 @@ __all__ = ["ALLOWED_FAILURES", "EVENT_TOPIC", "RETRIES", "Cluster", "connect", "
 ALLOWED_FAILURES = 2  # worker deaths one submission survives on a local:N cluster (the scheduler's allowed-failures)
 RETRIES = 1  # further tries of a task that raised on its worker (never the student's doing: grade_one catches that)
 EVENT_TOPIC = "llmcourse-grading"  # one event per start of a task: {"task" (its key), "submission", "worker"}
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _LOCAL = re.compile(r"local:(\d+)")
 
 
@@ -166,10 +166,7 @@ def grade_remote(job: Job, content: bytes, refs: list[RefExercise], reference: P
         raise GradingError(f"the llmcourse on worker {worker.address} checks differently from the grader's. Fix: "
                            "install the grader's version of llmcourse on every worker.")
     _allow_children()
-    env = dict(settings.env)
-    threads = max(1, (os.cpu_count() or 1) // max(1, worker.state.nthreads))
-    for var in THREAD_VARS:
-        env.setdefault(var, os.environ.get(var, str(threads)))
+    env = {**thread_env(worker.state.nthreads), **settings.env}
     sandbox.warm_up()
     # The results folder lies in the batch folder: it holds only this submission's own notebook, written after its
     # kernel has ended, and goes with the folder (a worker that dies leaves it to the next batch's sweep).

@@ -11,15 +11,30 @@ is made storable (`clean`): lone surrogate characters are written as escapes and
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ... import checks
+from ...threads import ENV_VAR as THREADS_VAR
 from .assemble import GRADER_KEY
 
-__all__ = ["MESSAGE_CHARS", "OUTPUT_LIMIT_MIB", "OutputWatch", "cap_outputs", "clean", "mib"]
+__all__ = ["MESSAGE_CHARS", "OUTPUT_LIMIT_MIB", "THREAD_VARS", "OutputWatch", "cap_outputs", "clean", "mib",
+           "thread_env"]
+
+# What sets a kernel's thread count: the course's thread policy (llmcourse.setup) reads LLMCOURSE_THREADS first, the
+# numeric libraries the others. A kernel in the sandbox cannot see the other kernels (its own PID namespace), so the
+# policy alone would give each all the cores: with --jobs 2 on 2 cores, week 2.2 was graded at 4x its time.
+THREAD_VARS = (THREADS_VAR, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_env(kernels: int) -> dict[str, str]:
+    """The thread settings for each of `kernels` kernels sharing this machine's cores (the grader's own settings,
+    where it has them, win)."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, kernels))
+    return {var: os.environ.get(var, str(threads)) for var in THREAD_VARS}
 
 OUTPUT_LIMIT_MIB = 20.0  # default: the course's largest notebook stores under 1 MiB of outputs
 MESSAGE_CHARS = 2000  # longest message kept in a result record
