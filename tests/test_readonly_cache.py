@@ -72,3 +72,23 @@ def test_a_writable_cache_stores_the_entry_whole(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("the block failed")
     assert target.read_text() == "kept" and sorted(p.name for p in target.parent.iterdir()) == ["entry.txt"]
+
+
+@needs_sandbox
+def test_only_the_reference_run_may_write_the_cache(tmp_path, monkeypatch):
+    """The grader runs the instructor's reference notebook with the cache writable, so that what it trains once is
+    there for every submission; a submission's kernel gets the same cache read-only."""
+    assert HAVE.level == "bubblewrap", HAVE.reason
+    home = tmp_path / "course-cache"
+    (home / "vision").mkdir(parents=True)
+    monkeypatch.setenv("LLMCOURSE_HOME", str(home))
+    work, runtime = tmp_path / "work", tmp_path / "runtime"
+    work.mkdir()
+    runtime.mkdir()
+    write = f"open({str(home / 'vision' / 'model.pt')!r}, 'w').write('trained once')"
+    for writable, code in ((False, 1), (True, 0)):
+        prefix = isolation.kernel_prefix(HAVE, work, runtime, writable_cache=writable)
+        done = subprocess.run([*prefix, sys.executable, "-c", write], capture_output=True, text=True, timeout=60)
+        assert (done.returncode != 0) == bool(code), done.stderr[-500:]
+        assert ("Read-only file system" in done.stderr) == (not writable), done.stderr[-500:]
+    assert (home / "vision" / "model.pt").read_text() == "trained once"

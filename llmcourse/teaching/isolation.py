@@ -102,11 +102,14 @@ def _course_cache() -> str:
     return str(cache_dir().resolve())
 
 
-def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: Path | None = None) -> list[str]:
+def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: Path | None = None,
+                  writable_cache: bool = False) -> list[str]:
     """The command that runs a kernel's own command line inside the sandbox (empty for ``process``).
 
     `work` is the kernel's working folder (writable, where its sockets lie), `runtime` the folder of its connection
     file (read-only), `cgroup` a control group the sandbox joins before it starts (see `cgroup_create`).
+    `writable_cache` mounts the course's cache read-write: only for the instructor's reference notebook, so that
+    what it trains once (week 3's classifier, weeks 5-6's models) is there for every submission to read.
     """
     if isolation.level != "bubblewrap":
         return []
@@ -116,6 +119,8 @@ def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: Path 
            "--tmpfs", "/tmp"]
     for path in _readable_paths():
         cmd += ["--ro-bind", path, path]
+    if writable_cache:  # bound after the read-only view, so over it
+        cmd += ["--bind", _course_cache(), _course_cache()]
     cmd += ["--ro-bind", str(runtime), str(runtime), "--bind", str(work), str(work), "--chdir", str(work),
             "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
             # ipykernel exits when its parent is not the pid jupyter_client gave it, which the PID namespace hides;

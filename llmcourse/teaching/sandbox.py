@@ -88,11 +88,13 @@ def _kill(procs: list[psutil.Process]) -> None:
 
 def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dict | None = None,
                  timeout: float = 600.0, memory_bytes: int | None = None, env: dict | None = None,
-                 stop: threading.Event | None = None, sandboxed: bool = False) -> RunOutcome:
+                 stop: threading.Event | None = None, sandboxed: bool = False,
+                 writable_cache: bool = False) -> RunOutcome:
     """Execute `input_path` into `output_path` in a child process; kill it past `timeout` s or `memory_bytes` RSS.
 
     `stop`, when set by another thread, kills the run at once (an interrupted batch); its status is "interrupted".
-    With `sandboxed`, the kernel runs in the best sandbox this machine allows (`isolation.detect`).
+    With `sandboxed`, the kernel runs in the best sandbox this machine allows (`isolation.detect`); with
+    `writable_cache` too, it may write the course's cache (the reference notebook only: `isolation.kernel_prefix`).
     """
     from . import isolation
 
@@ -105,7 +107,7 @@ def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dic
     spec = {"input": str(input_path), "output": str(output_path), "cwd": str(cwd), "outcome": str(outcome_file),
             "parameters": parameters or {}, "cell_timeout": timeout, "log": str(private / "runner.log"),
             "grader_pid": os.getpid(), "grader_started": psutil.Process().create_time(), "runtime": str(runtime),
-            "prefix": isolation.kernel_prefix(level, Path(cwd), runtime, group)}
+            "prefix": isolation.kernel_prefix(level, Path(cwd), runtime, group, writable_cache)}
     child_env = {**OFFLINE_ENV, **(env or {})}
     package_root = str(Path(__file__).resolve().parents[2])  # the grader's llmcourse, wherever the kernel starts
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))

@@ -143,7 +143,8 @@ def _grade(job: Job, refs: list[RefExercise], out: Path, settings: Settings, sto
 
 def expected_answers(reference_nb, refs: list[RefExercise], settings: Settings) -> dict[str, dict]:
     """The reference's own answers on the batch's seed, by exercise: the reference notebook, solutions and all, run
-    once as a submission would be (`settings.seed`, its limits, the sandbox)."""
+    once as a submission would be (`settings.seed`, its limits, the sandbox), but for the course's cache, which this
+    trusted run may write: what it trains once, every submission then reads instead of training it again."""
     import nbformat
 
     from ...errors import GradingError
@@ -155,7 +156,7 @@ def expected_answers(reference_nb, refs: list[RefExercise], settings: Settings) 
         work, src, dst = tmp / "work", tmp / "reference_input.ipynb", tmp / "reference_output.ipynb"
         work.mkdir()
         nbformat.write(graded, src)
-        outcome = _run(src, dst, work, settings, threading.Event(), {})
+        outcome = _run(src, dst, work, settings, threading.Event(), {}, writable_cache=True)
         answers = read_answers(work)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -168,12 +169,14 @@ def expected_answers(reference_nb, refs: list[RefExercise], settings: Settings) 
     return {ex: answers[ex] for ex in judged}
 
 
-def _run(src: Path, dst: Path, work: Path, settings: Settings, halt: threading.Event, record: dict):
+def _run(src: Path, dst: Path, work: Path, settings: Settings, halt: threading.Event, record: dict,
+         writable_cache: bool = False):
     from ..sandbox import run_notebook
 
+    extra = {"writable_cache": True} if writable_cache else {}  # the reference run only
     for _attempt in range(3):  # a kernel that fails to start is the machine's fault, not the student's
         outcome = run_notebook(src, dst, work, settings.parameters, settings.timeout, settings.memory_bytes,
-                               settings.env, halt, sandboxed=True)
+                               settings.env, halt, sandboxed=True, **extra)
         if outcome.status != "failed to start":
             break
     if outcome.status == "failed to start":
