@@ -13,7 +13,6 @@ import warnings
 
 import pytest
 
-from llmcourse.assets import cache_dir
 from llmcourse.files import cache_path, cache_writable
 from llmcourse.teaching import isolation
 
@@ -48,14 +47,16 @@ IN_SANDBOX = textwrap.dedent('''
 
 
 @needs_sandbox
-def test_a_read_only_cache_is_read_and_not_written():
+def test_a_read_only_cache_is_read_and_not_written(tmp_path):
+    """In a submission's sandbox (the grader's own `kernel_prefix`), where the cache is mounted read-only."""
     assert HAVE.level == "bubblewrap", HAVE.reason
-    root = str(cache_dir().resolve())
-    cmd = [HAVE.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-           "--ro-bind", root, root, "--setenv", "LLMCOURSE_HOME", root, "--setenv", "HOME", "/tmp",
-           "--setenv", "HF_HUB_OFFLINE", "1", "--setenv", "HF_DATASETS_OFFLINE", "1",
-           sys.executable, "-c", IN_SANDBOX]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    work, runtime = tmp_path / "work", tmp_path / "runtime"
+    work.mkdir()
+    runtime.mkdir()
+    prefix = isolation.kernel_prefix(HAVE, work, runtime)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([*prefix, sys.executable, "-c", IN_SANDBOX], capture_output=True, text=True, timeout=300,
+                          env=env)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
