@@ -17,7 +17,8 @@ from pathlib import Path
 
 from llmcourse.errors import ConfigError, HardwareError
 
-__all__ = ["create_upstream", "fill_template", "start_upstream", "template_text"]
+__all__ = ["check_feature", "check_history", "create_upstream", "feature_record", "fill_template", "history_facts",
+           "history_record", "start_upstream", "template_text"]
 
 _MAINTAINER = ["-c", "user.name=Wordstats Maintainers", "-c", "user.email=maintainers@wordstats.example"]
 # (commit date, message, files) of the upstream history; paths are relative to templates/wordstats without ".tmpl"
@@ -121,12 +122,52 @@ def _python(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.Comple
                           timeout=timeout)
 
 
+def _sentence_tests(repo: Path) -> list[Path]:
+    """The test files under `repo/tests` that mention sentence_count."""
+    return [p for p in (repo / "tests").glob("test_*.py") if "sentence_count" in p.read_text(encoding="utf-8")]
+
+
+def _probe_feature(repo: Path, texts: list[str]) -> tuple[list[int] | None, bool, str]:
+    """(sentence_count of each text or None, whether wordstats exports it in __all__, the error) in `repo`'s own
+    wordstats, in a fresh interpreter."""
+    import json
+
+    probe = ("import json, wordstats\n"
+             f"cases = {list(texts)!r}\n"
+             "print(json.dumps([[wordstats.sentence_count(t) for t in cases], 'sentence_count' in wordstats.__all__]))")
+    done = _python(["-c", probe], cwd=repo)
+    if done.returncode != 0:
+        return None, False, (done.stderr.strip().splitlines() or ["?"])[-1]
+    counts, exported = json.loads(done.stdout.strip().splitlines()[-1])
+    return counts, exported, ""
+
+
+def _suite_passes(repo: Path, *tests: str) -> tuple[int, str]:
+    """(pytest's exit code, its last line) for `repo`'s tests (or just `tests`)."""
+    done = _python(["-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=repo)
+    return done.returncode, (done.stdout.strip().splitlines() or [""])[-1]
+
+
+def _fails_on_upstream(tests: list[Path], upstream: Path) -> int:
+    """pytest's exit code for `tests` copied into a fresh clone of `upstream` (without the feature)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = Path(tmp) / "upstream"
+        _git("clone", "-q", str(Path(upstream).resolve()), str(clean), cwd=Path(tmp))
+        for p in tests:
+            shutil.copy(p, clean / "tests" / p.name)
+        return _suite_passes(clean, *[f"tests/{p.name}" for p in tests])[0]
+
+
+def _ruff(repo: Path) -> tuple[int, str]:
+    done = _python(["-m", "ruff", "check", "-q", "."], cwd=repo)
+    return done.returncode, " | ".join(done.stdout.strip().splitlines()[:3])
+
+
 def check_feature(repo: str | Path, upstream: str | Path) -> None:
     """Raise CheckFailed unless `repo` adds a working `wordstats.sentence_count`, a test of it that passes there and
     fails on `upstream`'s code, and still passes ruff. Week 7 exercise 2.1."""
-    import json
-    import tempfile
-
     from llmcourse.checks import expect
 
     repo = Path(repo)
@@ -134,59 +175,106 @@ def check_feature(repo: str | Path, upstream: str | Path) -> None:
                if "sentence_count" in p.read_text(encoding="utf-8")]
     if not touched:  # nothing written yet: the exercise cell is still the stub
         raise NotImplementedError("sentence_count appears nowhere in the package or its tests")
-    probe = ("import json, wordstats\n"
-             f"cases = {[t for t, _ in SENTENCE_CASES]!r}\n"
-             "print(json.dumps([wordstats.sentence_count(t) for t in cases]))")
-    done = _python(["-c", probe], cwd=repo)
-    error = (done.stderr.strip().splitlines() or ["?"])[-1]
-    expect(done.returncode == 0, f"`import wordstats; wordstats.sentence_count(...)` failed in your fork: {error} "
+    got, _, error = _probe_feature(repo, [t for t, _ in SENTENCE_CASES])
+    expect(got is not None, f"`import wordstats; wordstats.sentence_count(...)` failed in your fork: {error} "
            "(is it defined in core.py and imported in __init__.py?)")
-    got = json.loads(done.stdout.strip().splitlines()[-1])
     for (text, want), have in zip(SENTENCE_CASES, got):
         expect(have == want, f"sentence_count({text!r}) is {have}, expected {want}.")
-    tests = [p for p in (repo / "tests").glob("test_*.py") if "sentence_count" in p.read_text(encoding="utf-8")]
+    tests = _sentence_tests(repo)
     expect(tests and any("def test_" in p.read_text(encoding="utf-8") for p in tests),
            "no test under tests/ calls sentence_count: add a file like tests/test_sentences.py with a test_ function.")
-    done = _python(["-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=repo)
-    expect(done.returncode == 0, "the test suite fails in your fork: " + done.stdout.strip().splitlines()[-1])
-    with tempfile.TemporaryDirectory() as tmp:
-        clean = Path(tmp) / "upstream"
-        _git("clone", "-q", str(Path(upstream).resolve()), str(clean), cwd=Path(tmp))
-        for p in tests:
-            shutil.copy(p, clean / "tests" / p.name)
-        done = _python(["-m", "pytest", "-q", "-p", "no:cacheprovider", *[f"tests/{p.name}" for p in tests]], cwd=clean)
-    expect(done.returncode in (1, 2), "your test does not fail on upstream's code (without the feature): "
-           f"pytest exit code {done.returncode}. A test must prove the feature, so it has to fail without it.")
-    done = _python(["-m", "ruff", "check", "-q", "."], cwd=repo)
-    expect(done.returncode == 0, "ruff finds problems: " + " | ".join(done.stdout.strip().splitlines()[:3]))
+    code, last = _suite_passes(repo)
+    expect(code == 0, "the test suite fails in your fork: " + last)
+    code = _fails_on_upstream(tests, Path(upstream))
+    expect(code in (1, 2), "your test does not fail on upstream's code (without the feature): "
+           f"pytest exit code {code}. A test must prove the feature, so it has to fail without it.")
+    code, out = _ruff(repo)
+    expect(code == 0, "ruff finds problems: " + out)
+
+
+def _fresh_fork(folder: Path, branch: str | None = None) -> tuple[Path, Path]:
+    """(upstream, a clone of it on `branch`) in the empty `folder`, with a local author."""
+    upstream = create_upstream(folder)
+    repo = folder / "fork"
+    _git("clone", "-q", str(upstream), str(repo), cwd=folder)
+    _git("config", "user.name", "Judge", cwd=repo)
+    _git("config", "user.email", "judge@llmcourse.invalid", cwd=repo)
+    if branch:
+        _git("switch", "-q", "-c", branch, cwd=repo)
+    return upstream, repo
+
+
+def feature_record(write_feature, folder: str | Path, texts: list[str]) -> dict:
+    """Exercise 2.1's answer for the grader's judge: `write_feature` applied to a fresh fork in the empty `folder`,
+    then what `check_feature` verifies, as plain data: sentence_count of each of `texts` (the batch's seed draws
+    them), the export, and whether the fork's tests pass, its new test fails without the feature, and ruff is
+    clean."""
+    upstream, repo = _fresh_fork(Path(folder), "add-sentence-count")
+    write_feature(repo)
+    counts, exported, _ = _probe_feature(repo, texts)
+    tests = _sentence_tests(repo)
+    return {"counts": counts, "exported": exported, "has_test": any("def test_" in p.read_text(encoding="utf-8")
+                                                                     for p in tests),
+            "suite_passes": _suite_passes(repo)[0] == 0,
+            "test_fails_on_upstream": bool(tests) and _fails_on_upstream(tests, upstream) in (1, 2),
+            "ruff_clean": _ruff(repo)[0] == 0}
+
+
+def history_facts(repo: str | Path, base: str = "main") -> dict:
+    """What `check_history` verifies of `repo`'s branch over `base`, as plain data: the branch, its commits, a clean
+    tree, the message's shape, what the last commit touches and its tree's id."""
+    import re
+
+    repo = Path(repo)
+    commits = _git("rev-list", f"{base}..HEAD", cwd=repo).split()
+    lines = _git("log", "-1", "--format=%B", cwd=repo).strip("\n").splitlines()
+    subject = lines[0] if lines else ""
+    files = _git("show", "--name-only", "--format=", "HEAD", cwd=repo).split()
+    return {"branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=repo).strip(), "commits": len(commits),
+            "status": _git("status", "--porcelain", cwd=repo).strip().splitlines(), "subject": subject,
+            "subject_length_ok": len(subject) <= 72, "subject_format": re.match(SUBJECT_PATTERN, subject) is not None,
+            "body": len(lines) >= 3 and lines[1] == "" and any(line.strip() for line in lines[2:]), "files": files,
+            "code_and_test": any(f.startswith("wordstats/") for f in files) and any(f.startswith("tests/")
+                                                                                  for f in files),
+            "tree": _git("rev-parse", "HEAD^{tree}", cwd=repo).strip()}
 
 
 def check_history(repo: str | Path, base: str = "main") -> None:
     """Raise CheckFailed unless `repo` is on a feature branch holding exactly one clean commit over `base`, with a
     message in the `area: imperative summary` format, touching code and tests. Week 7 exercise 2.2."""
-    import re
-
     from llmcourse.checks import expect
 
-    repo = Path(repo)
-    branch = _git("rev-parse", "--abbrev-ref", "HEAD", cwd=repo).strip()
-    expect(branch != base, f"you are on {base!r}: work on a feature branch (git switch -c add-sentence-count).")
-    commits = _git("rev-list", f"{base}..HEAD", cwd=repo).split()
-    if not commits:  # nothing committed yet: the exercise cell is still the stub
+    facts = history_facts(repo, base)
+    expect(facts["branch"] != base,
+           f"you are on {base!r}: work on a feature branch (git switch -c add-sentence-count).")
+    if not facts["commits"]:  # nothing committed yet: the exercise cell is still the stub
         raise NotImplementedError(f"no commit on the branch over {base}")
-    expect(len(commits) == 1, f"the branch holds {len(commits)} commits over {base}, expected exactly 1 "
+    expect(facts["commits"] == 1, f"the branch holds {facts['commits']} commits over {base}, expected exactly 1 "
            "(CONTRIBUTING.md asks for one commit per feature; squash with git reset --soft main, then commit).")
-    status = _git("status", "--porcelain", cwd=repo).strip()
-    expect(not status, f"the working tree is not clean (uncommitted or untracked files): {status.splitlines()[:3]}.")
-    message = _git("log", "-1", "--format=%B", cwd=repo).strip("\n")
-    lines = message.splitlines()
-    subject = lines[0] if lines else ""
-    expect(len(subject) <= 72, f"the subject line has {len(subject)} characters, at most 72 allowed.")
-    expect(re.match(SUBJECT_PATTERN, subject) is not None,
+    expect(not facts["status"],
+           f"the working tree is not clean (uncommitted or untracked files): {facts['status'][:3]}.")
+    subject = facts["subject"]
+    expect(facts["subject_length_ok"], f"the subject line has {len(subject)} characters, at most 72 allowed.")
+    expect(facts["subject_format"],
            f"the subject {subject!r} is not `area: imperative summary` (lower-case area, colon, space, lower-case "
            "verb, no trailing period), e.g. 'core: add sentence_count'.")
-    expect(len(lines) >= 3 and lines[1] == "" and any(line.strip() for line in lines[2:]),
-           "the message needs a blank line after the subject, then a body saying what changed and why.")
-    files = _git("show", "--name-only", "--format=", "HEAD", cwd=repo).split()
-    expect(any(f.startswith("wordstats/") for f in files) and any(f.startswith("tests/") for f in files),
-           f"the commit changes {files}: it must hold both the code (wordstats/) and its test (tests/).")
+    expect(facts["body"], "the message needs a blank line after the subject, then a body saying what changed and why.")
+    expect(facts["code_and_test"],
+           f"the commit changes {facts['files']}: it must hold both the code (wordstats/) and its test (tests/).")
+
+
+def history_record(write_feature, commit_feature, folder: str | Path, stamp: str) -> dict:
+    """Exercise 2.2's answer for the grader's judge: in a fresh fork in the empty `folder`, on a feature branch, the
+    learner's own `write_feature` (exercise 2.1, so the files are the ones their commit names) writes the feature,
+    `stamp` (the batch's seed draws it) is added to the code, `commit_feature` commits, and what `check_history`
+    verifies comes back as plain data, with the stamp as the commit holds it (nothing committed, nothing stamped)."""
+    _, repo = _fresh_fork(Path(folder), "add-sentence-count")
+    write_feature(repo)
+    core = repo / "wordstats" / "core.py"
+    core.write_text(core.read_text(encoding="utf-8") + f"# {stamp}\n", encoding="utf-8")
+    commit_feature(repo)
+    facts = history_facts(repo)
+    done = subprocess.run(["git", "show", "HEAD:wordstats/core.py"], cwd=repo, capture_output=True, text=True)
+    return {k: facts[k] for k in ("commits", "subject_length_ok", "subject_format", "body", "code_and_test")} | {
+        "on_branch": facts["branch"] != "main", "clean": not facts["status"],
+        "committed_stamp": (done.stdout.rstrip("\n").splitlines() or [""])[-1]}

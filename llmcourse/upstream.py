@@ -9,6 +9,7 @@ only step that needs the package index); everything else works offline:
     move_upstream(bare)            upstream moves on: the real 0.21.2 release, then one commit the course writes
     run_peft_tests(repo, ...)      peft's offline tests, the learner's new tests, and a probe of LoraConfig
     check_feature / check_rebase / check_review     the exercise checks (3.1, 3.2, 3.3)
+    feature_answer / rebase_answer / review_answer  their answers, as data, for the grader's judge
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from llmcourse.errors import AssetUnavailable, HardwareError
 
 __all__ = [
     "FORK_RELEASE", "OFFLINE_TESTS", "PEFT_RELEASES", "RUFF_VERSION", "check_feature", "check_rebase", "check_review",
-    "create_peft_upstream", "fetch_sources", "move_upstream", "new_tests", "run_peft_tests", "run_ruff", "sdist_path",
+    "create_peft_upstream", "feature_answer", "fetch_sources", "fresh_fork", "move_upstream", "new_tests",
+    "rebase_answer", "review_answer", "run_peft_tests", "run_ruff", "sdist_path",
 ]
 
 PEFT_RELEASES = ("0.21.0", "0.21.1", "0.21.2")  # real releases, oldest first; the last one arrives "meanwhile"
@@ -214,7 +216,8 @@ def run(name, args):
     result["runs"][name] = {"code": int(code), "failed": failures.failed}
 
 
-run("tests", spec["tests"])
+if spec["tests"]:  # none: the probe alone
+    run("tests", spec["tests"])
 original = LoraConfig.__post_init__
 for name, hole in spec["holes"].items():  # a mutant lets the values of its hole through, or rejects them
     def post_init(self, hole=hole):
@@ -424,3 +427,102 @@ def check_review(repo: str | Path, before: str, base: str = "upstream/main") -> 
     for hole in HOLES:
         expect(result["runs"][hole]["code"] != 0, f"your tests still pass when the check {hole}: a test must "
                "fail for that mistake (the reviewer asked for both sides of the range and for valid values).")
+
+
+# ---- the answers of exercises 3.1-3.3 for the grader's judge (issue 21) ---------------------------------------------
+# Each spec rebuilds the exercise on a fresh fork in a folder of its own, with the learner's own functions (so what a
+# later exercise names is what their earlier one wrote), and records what the check verifies as plain data, with
+# LoraConfig probed on dropouts the batch's seed draws. Only the new tests run (not peft's whole offline selection):
+# the probe of valid values, 0.0 among them, shows what a broken default would break.
+UNCHECKED = {"has no check at all": {"when": "True", "reject": False}}  # upstream's behaviour, as a mutant
+
+
+def fresh_fork(folder: str | Path) -> tuple[Path, Path]:
+    """(upstream, a fork of it on the exercises' branch, with the upstream remote and a local author) in the empty
+    `folder`: the notebook's state before exercise 3.1."""
+    folder = Path(folder)
+    bare = create_peft_upstream(folder)
+    repo = folder / "peft"
+    _git("clone", "-q", str(bare), str(repo), cwd=folder)
+    _git("remote", "add", "upstream", str(bare), cwd=repo)
+    _git("fetch", "-q", "upstream", cwd=repo)
+    _git("config", "user.name", "Course learner", cwd=repo)
+    _git("config", "user.email", "learner@llmcourse.invalid", cwd=repo)
+    _git("switch", "-q", "-c", "validate-lora-dropout", cwd=repo)
+    return bare, repo
+
+
+def _rebase_onto_moved_upstream(bare: Path, repo: Path) -> None:
+    """The notebook's steps after 3.1: commit the feature, upstream moves, the rebase stops at the conflict."""
+    _git("add", "-A", cwd=repo)
+    _git("commit", "-q", "-m", "FIX Validate lora_dropout in LoraConfig\n\nReject values outside [0, 1).", cwd=repo)
+    move_upstream(bare)
+    _git("fetch", "-q", "upstream", cwd=repo)
+    subprocess.run(["git", "rebase", "upstream/main"], cwd=repo, capture_output=True, text=True)
+
+
+def _tree_answer(repo: Path, dropouts: list[float], holes: dict, named: bool = False,
+                 base: str = "upstream/main") -> dict:
+    """What the checks verify of `repo`'s tree, as data: the new tests (do they pass, which mutants they catch), each
+    probe's value and outcome ("ok" or the error's type, and with `named` whether the message names the value: only
+    3.3 asks for it), LoraConfig(r=0), ruff."""
+    new = new_tests(repo, base)
+    probe = {f"lora_dropout={v!r}": {"lora_dropout": v} for v in dropouts} | {"r=0": {"r": 0}}
+    result = run_peft_tests(repo, new, own=False, holes=holes if new else {}, probe=probe)
+    if "error" in result:  # the tree does not import (a conflict marker, a syntax error)
+        return {"new_tests": bool(new), "runs": "crashed"}
+
+    def outcome(v: float) -> list:
+        got = result["probe"][f"lora_dropout={v!r}"]
+        return [v, "ok", False] if got is None else [v, got.split(":")[0], named and repr(v) in got]
+
+    return {"new_tests": bool(new), "from_fork": Path(result["peft_file"]).resolve().is_relative_to(repo / "src"),
+            "tests_pass": bool(new) and result["runs"]["tests"]["code"] == 0,
+            "caught": {name: bool(new) and result["runs"][name]["code"] != 0 for name in holes},
+            "probe": [outcome(v) for v in dropouts],
+            "r=0": "`r` should be a positive integer" in (result["probe"]["r=0"] or ""),
+            "ruff_clean": run_ruff(repo)[0] == 0}
+
+
+def _branch_answer(repo: Path, base: str = "upstream/main") -> dict:
+    """The branch's shape, as data: a rebase left unfinished, conflict markers, commits over `base`, on its tip,
+    a clean tree."""
+    text = (repo / CONFIG_FILE).read_text(encoding="utf-8")
+    head = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    return {"rebasing": any((repo / ".git" / d).exists() for d in ("rebase-merge", "rebase-apply")),
+            "markers": any(m in text for m in ("<<<<<<<", "=======\n", ">>>>>>>")),
+            "commits": len(_git("rev-list", f"{base}..HEAD", cwd=repo).split()),
+            "on_base": head == _git("rev-parse", base, cwd=repo).strip(),
+            "clean": not _git("status", "--porcelain", cwd=repo).strip()}
+
+
+def feature_answer(write_feature, folder: str | Path, dropouts: list[float]) -> dict:
+    """Exercise 3.1's answer: `write_feature` on a fresh fork in the empty `folder`; the config file changed, the
+    new tests fail without the check (under UNCHECKED), and the tree's answer for `dropouts`."""
+    _, repo = fresh_fork(folder)
+    write_feature(repo)
+    changed = _git("diff", "--name-only", "upstream/main", cwd=repo).split()
+    return {"config_changed": CONFIG_FILE in changed} | _tree_answer(repo, dropouts, UNCHECKED)
+
+
+def rebase_answer(write_feature, resolve_conflict, folder: str | Path, dropouts: list[float]) -> dict:
+    """Exercise 3.2's answer: the learner's feature committed on a fresh fork in the empty `folder`, upstream moved,
+    the rebase stopped at the conflict, `resolve_conflict` run; the branch's shape and the tree's answer."""
+    bare, repo = fresh_fork(folder)
+    write_feature(repo)
+    _rebase_onto_moved_upstream(bare, repo)
+    resolve_conflict(repo)
+    return _branch_answer(repo) | _tree_answer(repo, dropouts, {})
+
+
+def review_answer(write_feature, resolve_conflict, answer_review, folder: str | Path, dropouts: list[float]) -> dict:
+    """Exercise 3.3's answer: as 3.2's, then `answer_review`; whether it amended the reviewed commit, the branch's
+    shape and the tree's answer, with the mutants of HOLES its tests must catch."""
+    bare, repo = fresh_fork(folder)
+    write_feature(repo)
+    _rebase_onto_moved_upstream(bare, repo)
+    resolve_conflict(repo)
+    reviewed = _git("rev-parse", "HEAD", cwd=repo).strip()
+    answer_review(repo)
+    return ({"amended": _git("rev-parse", "HEAD", cwd=repo).strip() != reviewed} | _branch_answer(repo)
+            | _tree_answer(repo, dropouts, HOLES, named=True))

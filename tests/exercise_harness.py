@@ -82,10 +82,10 @@ def answer_record(notebook: str | Path, exercise: str, context: dict | None = No
 
 
 def judged(notebook: str | Path, exercise: str, context: dict | None = None, solution: str | None = None,
-           seed: int = 0) -> tuple[str, str]:
+           seed: int = 0, expected: dict | None = None) -> tuple[str, str]:
     """The judge's (status, message) for `solution` (None: the reference solution itself) against the reference
-    solution's answer, both computed on the inputs `seed` draws, each in its own copy of `context`."""
-    expected = answer_record(notebook, exercise, context, None, seed)
+    solution's answer (`expected`, or computed), both on the inputs `seed` draws, each in its own copy of `context`."""
+    expected = expected or answer_record(notebook, exercise, context, None, seed)
     got = answer_record(notebook, exercise, context, solution, seed)
     return judge(got, expected, spec_of(notebook, exercise))
 
@@ -100,26 +100,41 @@ def judged_cases(table: list[tuple]) -> list:
             for name, wrong in wrongs.items()]
 
 
-def judge_tests(table: list[tuple], seed: int, with_request: bool = False, fixtures: tuple[str, ...] = ()) -> tuple:
+def judge_tests(table: list[tuple], seed: int, with_request: bool = False, fixtures: tuple[str, ...] = (),
+                reuse_reference: bool = False) -> tuple:
     """The two judge tests of a week's exercises, for a module to bind to test_ names: every wrong answer of `table`
     (rows as for `judged_cases`) fails the judge; the reference passes, a stub is not attempted, and two seeds give
     different answers (else the answer could be computed before the batch). With `with_request`, the context
-    factories take pytest's `request` (for fixtures); `fixtures` are set up before each test."""
+    factories take pytest's `request` (for fixtures); `fixtures` are set up before each test. With
+    `reuse_reference` (for specs that take seconds), the reference's answer at `seed` is computed once per exercise
+    and every answer under test is judged against it; `passes` still computes a second one to compare with it."""
     import pytest
+
+    references: dict[tuple[str, str], dict] = {}
 
     def make(ctx, request):
         return ctx(request) if with_request else ctx()
 
+    def reference(notebook, exercise, ctx, request):
+        if not reuse_reference:
+            return None
+        if (notebook, exercise) not in references:
+            references[notebook, exercise] = answer_record(notebook, exercise, make(ctx, request), seed=seed)
+        return references[notebook, exercise]
+
     @pytest.mark.parametrize("notebook,exercise,ctx,wrong", judged_cases(table))
     def rejects(notebook, exercise, ctx, wrong, request):
-        assert judged(notebook, exercise, make(ctx, request), wrong, seed=seed)[0] == "failed"
+        expected = reference(notebook, exercise, ctx, request)
+        assert judged(notebook, exercise, make(ctx, request), wrong, seed=seed, expected=expected)[0] == "failed"
 
     @pytest.mark.parametrize("notebook,exercise,ctx", [row[:3] for row in table], ids=[row[1] for row in table])
     def passes(notebook, exercise, ctx, request):
-        assert judged(notebook, exercise, make(ctx, request), seed=seed) == ("passed", "")
-        assert judged(notebook, exercise, make(ctx, request), STUB, seed=seed)[0] == "not attempted"
-        first, other = (answer_record(notebook, exercise, make(ctx, request), seed=s)["answer"]
-                        for s in (seed, seed + 1))
+        expected = reference(notebook, exercise, ctx, request)
+        assert judged(notebook, exercise, make(ctx, request), seed=seed, expected=expected) == ("passed", "")
+        assert judged(notebook, exercise, make(ctx, request), STUB, seed=seed,
+                      expected=expected)[0] == "not attempted"
+        first = (expected or answer_record(notebook, exercise, make(ctx, request), seed=seed))["answer"]
+        other = answer_record(notebook, exercise, make(ctx, request), seed=seed + 1)["answer"]
         assert first != other, "the answer does not depend on the batch's seed: it could be computed in advance"
 
     if not fixtures:  # an empty usefixtures() mark only earns a PytestWarning

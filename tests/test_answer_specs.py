@@ -1,8 +1,8 @@
-"""Every exercise is judged outside the student's kernel (issue 21, item 1), except the few listed in NOT_JUDGED with
-the reason: its reference check cell carries an answer spec whose code draws its inputs from the batch's `rng` and
-sets ANSWER, and the Chinese edition carries the same specs. The specs' behaviour (the reference passes, a stub is
-not attempted, every tested wrong answer fails, the answer depends on the seed) is tested per week in
-tests/test_exercises_week*.py with `exercise_harness.judged`."""
+"""Every exercise is judged outside the student's kernel (issue 21, item 1), except any listed in NOT_JUDGED with the
+reason (none is now that weeks 7.2, 7.3 and the capstone's 2.2 have specs): its reference check cell carries an
+answer spec whose code draws its inputs from the batch's `rng` and sets ANSWER, and the Chinese edition carries the
+same specs. The specs' behaviour (the reference passes, a stub is not attempted, every tested wrong answer fails, the
+answer depends on the seed) is tested per week in tests/test_exercises_week*.py with `exercise_harness.judged`."""
 
 from __future__ import annotations
 
@@ -17,17 +17,7 @@ from llmcourse.teaching.syllabus import project_root
 
 ROOT = project_root()
 NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("week*/[0-9]*.ipynb"))
-_REPO = ("the learner's work is a git repository (files, commits, a rebase), judged by running the project's own tests "
-         "and linter on it; no value computed from inputs")
-NOT_JUDGED: dict[tuple[str, str], str] = {  # (notebook, exercise) -> why it is checked in the kernel instead
-    ("week07/02_contribution_workflow.ipynb", "2.1"): _REPO,
-    ("week07/02_contribution_workflow.ipynb", "2.2"): _REPO,
-    ("week07/03_contributing_to_peft.ipynb", "3.1"): _REPO,
-    ("week07/03_contributing_to_peft.ipynb", "3.2"): _REPO,
-    ("week07/03_contributing_to_peft.ipynb", "3.3"): _REPO,
-    ("week08/02_capstone.ipynb", "2.2"): "it serves the model the notebook fine-tuned and generates from it: the "
-                                         "answer depends on that training, not on inputs from the seed",
-}
+NOT_JUDGED: dict[tuple[str, str], str] = {}  # (notebook, exercise) -> why it is checked in the kernel instead
 
 
 def _checks(notebook: str) -> list[tuple[str, dict]]:

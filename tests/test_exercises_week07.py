@@ -3,6 +3,7 @@
 import copy
 import functools
 import subprocess
+import tarfile
 
 import pytest
 import torch
@@ -217,15 +218,25 @@ def test_test_that_passes_without_the_feature_fails(fork):
     assert result.status == "failed" and "does not fail on upstream" in result.message
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("wrong", [
-    'git("add", "wordstats/core.py", "wordstats/__init__.py", cwd=repo)\n'
-    'git("commit", "-q", "-m", "core: add sentence_count\\n\\nCounts sentences.", cwd=repo)',  # test not added
-    'git("add", "-A", cwd=repo)\ngit("commit", "-q", "-m", "Added sentence counting.", cwd=repo)',  # bad subject
-    'git("add", "-A", cwd=repo)\ngit("commit", "-q", "-m", "core: add sentence_count", cwd=repo)',  # no body
-    'git("add", "wordstats", cwd=repo)\ngit("commit", "-q", "-m", "core: add sentence_count\\n\\nCode.", cwd=repo)\n'
+WRONG_2_1 = {  # the two wrong answers above, as solutions (for the judge)
+    "counts punctuation marks, not sentences":
+    f"FEATURE_CODE, TEST_CODE = {COUNT_PUNCTUATION!r}, {GOOD_TEST!r}\n{WRITE_FILES}",
+    "a test that passes without the feature": f"FEATURE_CODE, TEST_CODE = {SPLIT_RUNS!r}, {WEAK_TEST!r}\n{WRITE_FILES}",
+}
+WRONG_2_2 = {
+    "the test not committed": 'git("add", "wordstats/core.py", "wordstats/__init__.py", cwd=repo)\n'
+    'git("commit", "-q", "-m", "core: add sentence_count\\n\\nCounts sentences.", cwd=repo)',
+    "a subject not in the project's format":
+    'git("add", "-A", cwd=repo)\ngit("commit", "-q", "-m", "Added sentence counting.", cwd=repo)',
+    "no body": 'git("add", "-A", cwd=repo)\ngit("commit", "-q", "-m", "core: add sentence_count", cwd=repo)',
+    "two commits": 'git("add", "wordstats", cwd=repo)\n'
+    'git("commit", "-q", "-m", "core: add sentence_count\\n\\nCode.", cwd=repo)\n'
     'git("add", "tests", cwd=repo)\ngit("commit", "-q", "-m", "tests: add sentence tests\\n\\nTests.", cwd=repo)',
-])
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wrong", WRONG_2_2.values(), ids=WRONG_2_2.keys())
 def test_unclean_history_fails(fork, wrong):
     assert run_exercise(NB2, "2.1", fork).status == "passed"
     assert run_exercise(NB2, "2.2", fork, solution=wrong).status == "failed"
@@ -255,16 +266,9 @@ def peft_fork(tmp_path):
     import re
     from pathlib import Path
 
-    from llmcourse.upstream import create_peft_upstream
+    from llmcourse.upstream import fresh_fork
 
-    upstream = create_peft_upstream(tmp_path)
-    repo = tmp_path / "peft"
-    _git("clone", "-q", str(upstream), str(repo), cwd=tmp_path)
-    _git("remote", "add", "upstream", str(upstream), cwd=repo)
-    _git("fetch", "-q", "upstream", cwd=repo)
-    _git("config", "user.name", "Test Learner", cwd=repo)
-    _git("config", "user.email", "learner@example.com", cwd=repo)
-    _git("switch", "-q", "-c", "validate-lora-dropout", cwd=repo)
+    upstream, repo = fresh_fork(tmp_path)
 
     def git(*args, cwd=None, check=True):
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
@@ -316,19 +320,25 @@ def test_peft_feature_reference_passes(peft_fork):
     assert run_exercise(NB3, "3.1", peft_fork).status == "passed"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("check_code, test_code, why", [
+WRONG_3_1 = {  # (check, test, what the check's message names)
     # rejects the default 0.0: every LoraConfig() breaks, and peft's own tests catch it
-    (GOOD_CHECK.replace("0.0 <= self", "0.0 < self"), PEFT_TEST, "peft's own tests"),
+    "rejects the default 0.0": (GOOD_CHECK.replace("0.0 <= self", "0.0 < self"), PEFT_TEST, "peft's own tests"),
     # only values above 1 are rejected: negatives still pass silently
-    ("        if self.lora_dropout > 1.0:\n            raise ValueError(\"bad lora_dropout\")\n", PEFT_TEST,
-     "lora_dropout=-0.1"),
+    "negatives let through": (
+        "        if self.lora_dropout > 1.0:\n            raise ValueError(\"bad lora_dropout\")\n", PEFT_TEST,
+        "lora_dropout=-0.1"),
     # the test passes on upstream's code too: it proves nothing
-    (GOOD_CHECK, PEFT_TEST.replace("with pytest.raises(ValueError):\n            LoraConfig(lora_dropout=1.5)",
-                                   "assert LoraConfig(lora_dropout=0.5).lora_dropout == 0.5"), "do not fail on"),
+    "a test that passes without the check": (GOOD_CHECK, PEFT_TEST.replace(
+        "with pytest.raises(ValueError):\n            LoraConfig(lora_dropout=1.5)",
+        "assert LoraConfig(lora_dropout=0.5).lora_dropout == 0.5"), "do not fail on"),
     # not formatted the project's way: peft's ruff format --check refuses it
-    (GOOD_CHECK, PEFT_TEST.replace("LoraConfig(lora_dropout=1.5)", "LoraConfig( lora_dropout = 1.5 )"), "ruff"),
-])
+    "not formatted the project's way": (GOOD_CHECK, PEFT_TEST.replace("LoraConfig(lora_dropout=1.5)",
+                                                                      "LoraConfig( lora_dropout = 1.5 )"), "ruff"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("check_code, test_code, why", WRONG_3_1.values(), ids=WRONG_3_1.keys())
 def test_peft_feature_wrong_answers_fail(peft_fork, check_code, test_code, why):
     result = run_exercise(NB3, "3.1", peft_fork | {"CHECK": check_code, "TEST": test_code}, solution=FEATURE)
     assert result.status == "failed" and why in result.message, result.message
@@ -339,21 +349,23 @@ def test_peft_conflict_reference_passes(conflicted):
     assert run_exercise(NB3, "3.2", conflicted).status == "passed"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("wrong, why", [
+_CONTINUE = 'git("add", "-A", cwd=repo)\ngit("-c", "core.editor=true", "rebase", "--continue", cwd=repo)'
+WRONG_3_2 = {  # (resolution, what the check's message names)
     # your side only (during a rebase, --theirs is the commit being replayed): the maintainer's check of r is lost,
     # and the maintainer's own test of it, now part of peft's tests, fails
-    ('git("checkout", "--theirs", "src/peft/tuners/lora/config.py", cwd=repo)\n'
-     'git("add", "-A", cwd=repo)\ngit("-c", "core.editor=true", "rebase", "--continue", cwd=repo)',
-     "test_lora_config_r_must_be_positive"),
+    "your side only": ('git("checkout", "--theirs", "src/peft/tuners/lora/config.py", cwd=repo)\n' + _CONTINUE,
+                       "test_lora_config_r_must_be_positive"),
     # upstream's side only: your check is lost, your own test fails among peft's
-    ('git("checkout", "--ours", "src/peft/tuners/lora/config.py", cwd=repo)\n'
-     'git("add", "-A", cwd=repo)\ngit("-c", "core.editor=true", "rebase", "--continue", cwd=repo)', "fail on"),
-    # markers committed as they are
-    ('git("add", "-A", cwd=repo)\ngit("-c", "core.editor=true", "rebase", "--continue", cwd=repo)', "marker"),
+    "upstream's side only": ('git("checkout", "--ours", "src/peft/tuners/lora/config.py", cwd=repo)\n' + _CONTINUE,
+                             "fail on"),
+    "markers committed as they are": (_CONTINUE, "marker"),
     # gave up: the branch still sits on the old upstream
-    ('git("rebase", "--abort", cwd=repo)', "does not sit on"),
-])
+    "rebase aborted": ('git("rebase", "--abort", cwd=repo)', "does not sit on"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wrong, why", WRONG_3_2.values(), ids=WRONG_3_2.keys())
 def test_peft_conflict_wrong_answers_fail(conflicted, wrong, why):
     result = run_exercise(NB3, "3.2", conflicted, solution=wrong)
     assert result.status == "failed" and why in result.message, result.message
@@ -380,19 +392,21 @@ VALID = ("\n    @pytest.mark.parametrize(\"p\", [0.0, 0.5])\n    def test_good_l
          "        assert LoraConfig(lora_dropout=p).lora_dropout == p\n")
 
 
+WRONG_3_3 = {  # (message, test, commit arguments, what the check's message names)
+    "the message still does not name the value": (
+        'raise ValueError("`lora_dropout` must be in [0, 1).")'.replace("[0, 1).", "[0, 1), see the docs."),
+        BOTH_SIDES + VALID, ["--amend", "--no-edit"], "does not name the value"),
+    # a check that lets negatives through passes these tests
+    "the test still tries one side only": (VALUE_MESSAGE, BOTH_SIDES.replace("[-0.1, 1.0, 1.5]", "[1.0, 1.5]") + VALID,
+                                           ["--amend", "--no-edit"], "lets negatives through"),
+    # a check that rejects everything passes these tests
+    "no test of valid values": (VALUE_MESSAGE, BOTH_SIDES, ["--amend", "--no-edit"], "rejects valid values"),
+    "a second commit instead of amending": (VALUE_MESSAGE, BOTH_SIDES + VALID, ["-m", "Address review"], "2 commits"),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("message, test_code, amend, why", [
-    # the message still does not name the value
-    ('raise ValueError("`lora_dropout` must be in [0, 1).")'.replace("[0, 1).", "[0, 1), see the docs."),
-     BOTH_SIDES + VALID, ["--amend", "--no-edit"], "does not name the value"),
-    # the test still tries one side only: a check that lets negatives through passes it
-    (VALUE_MESSAGE, BOTH_SIDES.replace("[-0.1, 1.0, 1.5]", "[1.0, 1.5]") + VALID, ["--amend", "--no-edit"],
-     "lets negatives through"),
-    # no test of valid values: a check that rejects everything passes it
-    (VALUE_MESSAGE, BOTH_SIDES, ["--amend", "--no-edit"], "rejects valid values"),
-    # a second commit instead of amending the reviewed one
-    (VALUE_MESSAGE, BOTH_SIDES + VALID, ["-m", "Address review"], "2 commits"),
-])
+@pytest.mark.parametrize("message, test_code, amend, why", WRONG_3_3.values(), ids=WRONG_3_3.keys())
 def test_peft_review_wrong_answers_fail(reviewed, message, test_code, amend, why):
     ctx = reviewed | {"MESSAGE": message, "TEST": test_code, "AMEND": amend}
     result = run_exercise(NB3, "3.3", ctx, solution=REVIEW)
@@ -413,11 +427,66 @@ def test_peft_stubs_are_not_attempted(peft_fork):
 # Graded, exercises 1.1-1.3 are judged outside the kernel (issue 21): the check cell's answer spec computes the answer
 # on inputs drawn from the batch's seed (1.3 trains a tiny Llama it builds from the seed, not the notebook's SmolLM2
 # copy), and the grader compares it with the reference's. The judge must reject every wrong answer the checks above
-# reject, pass the reference, and see a stub as not attempted. Exercises 2.x and 3.x check the git repository and the
-# files the learner's functions wrote (and run the project's own tests and linter on them): no value to judge, so they
-# carry no spec and are checked in the kernel.
+# reject, pass the reference, and see a stub as not attempted. The specs of 2.1 and 2.2 call the learner's function on
+# a fresh fork of their own (2.2's with the feature written, a stamp from the seed inside) and record what the check
+# verifies as data, with sentence counts of texts from the seed (2.1) and the stamp as committed (2.2). The specs of
+# 3.x rebuild the exercise on a fresh peft fork with the learner's own functions (3.2 and 3.3 with their 3.1 and
+# 3.2) and record what the checks verify, with LoraConfig probed on dropouts from the seed.
 def _loop_ctx():
     return {"torch": torch, "F": F}
+
+
+def _fork_ctx(request, fixture="fork"):
+    """The notebook's names on the fork of `fixture`; its git() does not raise, as a second run of the exercise cell
+    on the same REPO (the reference's, then the answer under test) has nothing left to commit or continue."""
+    from pathlib import Path
+
+    ctx = request.getfixturevalue(fixture)
+
+    def git(*args, cwd=None, check=True):
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+        return (done.stdout + done.stderr).strip()
+
+    return ctx | {"git": git, "Path": Path}
+
+
+def _reference_functions(ctx, notebook, *exercises):
+    """`ctx` with the reference solutions' functions of `notebook`'s `exercises` (what the specs of later ones call),
+    defined in it as the notebook defines them in its namespace."""
+    import ast
+    import re
+    from pathlib import Path
+
+    from exercise_harness import exercise_cells
+
+    ns = {"Path": Path, "re": re, **ctx}
+    for exercise in exercises:
+        tree = ast.parse(exercise_cells(notebook, exercise)[0])
+        tree.body = [node for node in tree.body if isinstance(node, ast.FunctionDef)]  # not the call on REPO
+        exec(compile(tree, f"<{exercise} reference>", "exec"), ns)
+    return ns
+
+
+def _peft_ctx(*earlier):
+    """The notebook's names for a 3.x exercise judged: the reference functions of the `earlier` exercises, and a
+    REPO (a plain folder with peft's two files the exercises edit) for the exercise cell's own call, whose effect
+    the spec never reads (it builds a fork of its own); git() does not raise (git fails in that folder)."""
+    def make(request):
+        from llmcourse.upstream import CONFIG_FILE, FORK_RELEASE, sdist_path
+
+        repo = request.getfixturevalue("tmp_path") / "peft"
+        with tarfile.open(sdist_path(FORK_RELEASE)) as tar:
+            for rel in (CONFIG_FILE, "tests/test_config.py"):
+                member = next(m for m in tar.getmembers() if m.name.split("/", 1)[-1] == rel)
+                (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+                (repo / rel).write_bytes(tar.extractfile(member).read())
+
+        def git(*args, cwd=None, check=True):  # the spec runs the functions on its fork with this git too
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+            return (done.stdout + done.stderr).strip()
+
+        return _reference_functions({"REPO": repo, "REVIEWED": "0" * 40, "git": git}, NB3, *earlier)
+    return make
 
 
 # The spec of 1.1 also has a row so small that the eps inside the root matters: the check's inputs are too large for
@@ -425,9 +494,37 @@ def _loop_ctx():
 JUDGED_WRONG_1_1 = {**WRONG_1_1, "eps outside the root":
                     "return weight * x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps)"}
 
-JUDGED = [(NB1, "1.1", _tiny_ctx, JUDGED_WRONG_1_1), (NB1, "1.2", _tiny_ctx, WRONG_1_2),
-          (NB1, "1.3", _loop_ctx, WRONG_1_3)]
+JUDGED = [(NB1, "1.1", lambda request: _tiny_ctx(), JUDGED_WRONG_1_1),
+          (NB1, "1.2", lambda request: _tiny_ctx(), WRONG_1_2), (NB1, "1.3", lambda request: _loop_ctx(), WRONG_1_3),
+          (NB2, "2.1", _fork_ctx, WRONG_2_1),
+          (NB2, "2.2", lambda request: _reference_functions(_fork_ctx(request), NB2, "2.1"), WRONG_2_2)]
 
 
 test_the_judge_rejects_the_wrong_answers, test_the_judge_passes_the_reference_and_sees_a_stub_as_not_attempted = (
-    judge_tests(JUDGED, SEED))
+    judge_tests(JUDGED, SEED, with_request=True))
+
+
+def _solutions(template, wrongs, names):
+    """The wrong answers of a table above as solutions: their pieces bound to `names`, then `template`."""
+    return {what: f"{', '.join(names)} = {', '.join(repr(p) for p in pieces[:len(names)])}\n{template}"
+            for what, pieces in wrongs.items()}
+
+
+def _some(wrongs, *names):
+    return {name: wrongs[name] for name in names}
+
+
+# Each answer takes about 10 s (a peft fork built, its new tests run under the mutants in a fresh interpreter), so the
+# reference's is computed once per exercise and the judge is fed one or two wrong answers an exercise, one for each
+# way its answer can differ (about 2 min in all); the in-kernel tests above feed the checks every one of them.
+PEFT_JUDGED = [
+    (NB3, "3.1", _peft_ctx(), _solutions(FEATURE, _some(WRONG_3_1, "a test that passes without the check"),
+                                         ["CHECK", "TEST"])),
+    (NB3, "3.2", _peft_ctx("3.1"), {what: pieces[0] for what, pieces in _some(WRONG_3_2, "your side only").items()}),
+    (NB3, "3.3", _peft_ctx("3.1", "3.2"), _solutions(REVIEW, _some(
+        WRONG_3_3, "the message still does not name the value", "the test still tries one side only"),
+        ["MESSAGE", "TEST", "AMEND"])),
+]
+
+test_the_judge_rejects_the_wrong_peft_answers, test_the_judge_passes_the_peft_references = (
+    pytest.mark.slow(f) for f in judge_tests(PEFT_JUDGED, SEED, with_request=True, reuse_reference=True))

@@ -1,13 +1,15 @@
 """Week 8 exercise checks accept the reference solutions and reject plausible wrong answers (tiny inputs, fast)."""
 
+import tempfile
 import types
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from exercise_harness import STUB, answer_record, judge_tests, run_exercise, spec_of
+from exercise_harness import STUB, answer_record, exercise_cells, judge_tests, run_exercise, spec_of
 
-from llmcourse.teaching.grading.judge import judge
+from llmcourse.teaching.grading.judge import KERNEL_SAVE, judge
 
 NB1 = "week08/01_distributed_training.ipynb"
 NB2 = "week08/02_capstone.ipynb"
@@ -240,8 +242,6 @@ OLD_LEFT_CUT = (  # the capstone's first version: cut the whole prompt from the 
 
 
 def reference_make_example(ctx, solution=None):
-    from exercise_harness import exercise_cells
-
     from llmcourse.teaching.notebooks import replace_solution
 
     src = exercise_cells(NB2, "2.1")[0]
@@ -319,34 +319,43 @@ class FakeModel:
     def generate(self, input_ids, max_new_tokens, do_sample, **kwargs):
         assert not do_sample and max_new_tokens <= 5
         text = self.tok.decode(input_ids[0])
-        word = "positive" if "love" in text else "negative"
+        word = "Positive" if "love" in text else "Negative"  # a model may capitalise: the reply is lower-cased
         new = self.tok.encode(" " + word) + [self.tok.convert_tokens_to_ids("<|im_end|>")]
         return torch.cat([input_ids, torch.tensor([new])], dim=1)
 
 
-@pytest.fixture()
-def served_context(capstone_context):
+def served(capstone_context):
     texts = ["I love this", "this is awful", "love it", "meh, broken again"]
     return capstone_context | {"merged": FakeModel(capstone_context["tokenizer"]), "test_texts": texts,
                                "MAX_NEW_TOKENS": 2, "pred_after": torch.tensor([1, 0, 1, 0]),
                                "as_number": lambda reply: -1}
 
 
+@pytest.fixture()
+def served_context(capstone_context):
+    return served(capstone_context)
+
+
 def test_endpoint_reference_passes(served_context):
     assert run_exercise(NB2, "2.2", served_context).status == "passed"
 
 
-@pytest.mark.parametrize("wrong", [
-    # decodes the prompt too
-    "ids = torch.tensor([prompt_ids(text)])\n"
-    "out = merged.generate(input_ids=ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)\n"
+_GENERATE = ("ids = torch.tensor([prompt_ids(text)])\n"
+             "out = merged.generate(input_ids=ids, max_new_tokens=MAX_NEW_TOKENS, ")
+WRONG_2_2 = {
+    "decodes the prompt too": _GENERATE + "do_sample=False)\n"
     "return tokenizer.decode(out[0], skip_special_tokens=True).strip().lower()",
-    # keeps <|im_end|> and the leading space
-    "ids = torch.tensor([prompt_ids(text)])\n"
-    "out = merged.generate(input_ids=ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)\n"
+    "keeps <|im_end|> and the leading space": _GENERATE + "do_sample=False)\n"
     "return tokenizer.decode(out[0, ids.shape[1]:])",
-    "return 'positive'",  # a constant answer disagrees with the model's scores
-])
+    "not lower-cased": _GENERATE + "do_sample=False)\n"
+    "return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()",
+    "sampled, not greedy": _GENERATE + "do_sample=True)\n"
+    "return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip().lower()",
+    "a constant answer": "return 'positive'",  # disagrees with the model's scores
+}
+
+
+@pytest.mark.parametrize("wrong", WRONG_2_2.values(), ids=WRONG_2_2.keys())
 def test_endpoint_wrong_answers_fail(served_context, wrong):
     assert run_exercise(NB2, "2.2", served_context, solution=wrong).status == "failed"
 
@@ -359,8 +368,8 @@ def test_endpoint_stub_is_not_attempted(served_context):
 # Graded, these exercises are judged outside the kernel (issue 21): the check cell's answer spec computes the answer
 # on inputs drawn from the batch's seed, and the grader compares it with the reference's. The judge must reject every
 # wrong answer the checks above reject, pass the reference, and see a stub as not attempted. A context factory takes
-# pytest's `request` (the capstone's context needs the tokenizer fixture). 2.2 has no answer spec: it serves the model
-# the notebook fine-tuned, so there is no answer to compute from inputs.
+# pytest's `request` (the capstone's context needs the tokenizer fixture). 2.2's spec swaps the fine-tuned model for a
+# stand-in built from the seed (the FakeModel of the context is never called).
 SEED = 20261204  # the batch seed the judged answers are drawn from (a real batch draws a fresh one)
 
 
@@ -370,7 +379,8 @@ def _capstone_ctx(request, name="sentiment_en"):
 
 JUDGED = [(NB1, "1.1", lambda request: _ddp_ctx(), WRONG_1_1), (NB1, "1.2", lambda request: {}, WRONG_1_2),
           (NB1, "1.3", lambda request: _zero_ctx(), WRONG_1_3),
-          (NB1, "1.4", lambda request: _pipeline_ctx(), WRONG_1_4), (NB2, "2.1", _capstone_ctx, WRONG_2_1)]
+          (NB1, "1.4", lambda request: _pipeline_ctx(), WRONG_1_4), (NB2, "2.1", _capstone_ctx, WRONG_2_1),
+          (NB2, "2.2", lambda request: served(_capstone_ctx(request)), WRONG_2_2)]
 
 
 test_the_judge_rejects_the_wrong_answers, test_the_judge_passes_the_reference_and_sees_a_stub_as_not_attempted = (
@@ -387,3 +397,28 @@ def test_the_judge_passes_a_right_answer_for_another_task(request, name):
     wrong = answer_record(NB2, "2.1", _capstone_ctx(request, name), WRONG_2_1["off by one: the room forgets the "
                                                                               "end-of-turn token"], seed=SEED)
     assert judge(wrong, expected, spec_of(NB2, "2.1"))[0] == "failed"
+
+
+@pytest.mark.parametrize("name", ["sentiment_zh", "arithmetic"])
+def test_the_judge_passes_a_right_endpoint_for_another_task(request, name):
+    """2.2's stand-in model answers every prompt that ends with the chat's tail alike, whatever the TASK."""
+    expected = answer_record(NB2, "2.2", served(_capstone_ctx(request)), seed=SEED)
+    got = answer_record(NB2, "2.2", served(_capstone_ctx(request, name)), seed=SEED)
+    assert judge(got, expected, spec_of(NB2, "2.2")) == ("passed", "")
+    wrong = answer_record(NB2, "2.2", served(_capstone_ctx(request, name)), WRONG_2_2["decodes the prompt too"],
+                          seed=SEED)
+    assert judge(wrong, expected, spec_of(NB2, "2.2"))[0] == "failed"
+
+
+def test_the_endpoint_spec_gives_the_notebook_back_its_model(request):
+    """The spec swaps `merged` and MAX_NEW_TOKENS for the call only: the cells after it serve the real model."""
+    ctx = served(_capstone_ctx(request))
+    ex_src, _ = exercise_cells(NB2, "2.2")
+    namespace = dict(ctx)
+    exec(ex_src, namespace)
+    kernel = {"get_ipython": lambda: SimpleNamespace(user_ns=namespace)}
+    exec(KERNEL_SAVE, kernel)
+    with tempfile.TemporaryDirectory() as folder:
+        done = kernel["_llmcourse_save_answer"]("2.2", spec_of(NB2, "2.2").code, SEED, f"{folder}/answers.jsonl")
+    assert done == "recorded"
+    assert namespace["merged"] is ctx["merged"] and namespace["MAX_NEW_TOKENS"] == ctx["MAX_NEW_TOKENS"]
