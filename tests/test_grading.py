@@ -24,8 +24,9 @@ import pytest
 
 from llmcourse.errors import GradingError
 from llmcourse.teaching.grading import build_graded_notebook, grade, reference_exercises, suspicious
-from llmcourse.teaching.notebooks import STUB
+from llmcourse.teaching.notebooks import STUB, read_notebook
 from llmcourse.teaching.release import make_student_copy
+from llmcourse.teaching.syllabus import project_root
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "grading_sample.ipynb"
@@ -364,6 +365,20 @@ def test_suspicious_code_is_flagged():
     insert_after(nb, "data", TAMPER_PATCH)
     assert "uses llmcourse.checks" in suspicious(nb)
     assert suspicious(student_copy()) == []
+
+
+@pytest.mark.parametrize("notebook", sorted(p.relative_to(project_root()).as_posix()
+                                            for p in project_root().glob("week*/[0-9]*.ipynb")))
+def test_the_course_own_code_earns_no_note_and_added_code_still_does(notebook):
+    """The notes leave out lines the reference holds too (week 8.1 loads its scripts with importlib, week 4.3 shows a
+    calculator refusing `__import__`): an honest, solved notebook gets none, a patch added to it still does."""
+    from llmcourse.teaching.grading.assemble import code_of
+
+    solved = read_notebook(project_root() / notebook)
+    assert suspicious(solved, code_of(solved)) == []
+    first_code = next(c for c in solved.cells if c.cell_type == "code")
+    first_code.source += "\n" + TAMPER_PATCH
+    assert "uses llmcourse.checks" in suspicious(solved, code_of(read_notebook(project_root() / notebook)))
 
 
 def test_bad_arguments_raise_grading_errors(tmp_path):

@@ -25,7 +25,7 @@ from ..notebooks import BEGIN, CHECK_CALL, STUB, cell_source, cell_tags
 from .judge import ANSWERS_FILE, KERNEL_SAVE
 from .reference import RefExercise
 
-__all__ = ["GRADER_KEY", "build_graded_notebook", "checks_source", "suspicious"]
+__all__ = ["GRADER_KEY", "build_graded_notebook", "checks_source", "code_of", "suspicious"]
 
 GRADER_KEY = "llmcourse_grader"
 SUSPICIOUS = [  # (pattern over the student's own code cells, note for the instructor)
@@ -161,9 +161,17 @@ def build_graded_notebook(student: Any, refs: list[RefExercise], nonce: str, see
     return graded, notes
 
 
-def suspicious(student: Any) -> list[str]:
-    """Notes on the student's own code that touches the checking machinery (for the instructor to review)."""
-    code = "\n".join(cell_source(c) for c in student.cells if c.cell_type == "code" and "check" not in cell_tags(c))
+def code_of(nb: Any) -> str:
+    """The source of a notebook's code cells, check cells left out."""
+    return "\n".join(cell_source(c) for c in nb.cells if c.cell_type == "code" and "check" not in cell_tags(c))
+
+
+def suspicious(student: Any, course_code: str = "") -> list[str]:
+    """Notes on the student's own code that touches the checking machinery (for the instructor to review). Lines that
+    the reference notebook holds too (`course_code`, from `code_of`) are the course's, not the student's: week 8.1
+    loads its scripts with importlib, week 4.3 shows a calculator refusing `__import__`."""
+    ours = {line.strip() for line in course_code.splitlines() if line.strip()}
+    code = "\n".join(line for line in code_of(student).splitlines() if line.strip() not in ours)
     return [note for pattern, note in SUSPICIOUS if re.search(pattern, code, re.MULTILINE)]
 
 

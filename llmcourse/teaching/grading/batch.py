@@ -22,7 +22,7 @@ from pathlib import Path
 from ...errors import ConfigError, GradingError
 from ...files import atomic_write, cache_key
 from ..notebooks import read_notebook
-from .assemble import checks_source
+from .assemble import checks_source, code_of
 from .execute import Job, Settings, expected_answers, failed_record, grade_one, submission_name
 from .failures import StageFailed, stage
 from .judge import new_seed
@@ -89,7 +89,7 @@ def grade(submissions: list[str | Path], notebook: str | Path, out: str | Path =
 
         warm_up()
     limits_of = dict(timeout=timeout, parameters=parameters, output_bytes=int(output_mib * 2**20), seed=new_seed(),
-                     memory_bytes=int(memory_gib * 2**30) if memory_gib else None)
+                     memory_bytes=int(memory_gib * 2**30) if memory_gib else None, course_code=code_of(ref_nb))
     expected = None
     if judged:  # the reference's own answers on this batch's secret seed
         with batch_workdir(out) as workdir:

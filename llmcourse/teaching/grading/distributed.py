@@ -178,7 +178,7 @@ def grade_remote(job: Job, content: bytes, refs: list[RefExercise], reference: P
         record = grade_one(Job(job.name, path, job.key), refs, reference, out,
                            Settings(workdir=workdir, timeout=settings.timeout, memory_bytes=settings.memory_bytes,
                                     output_bytes=settings.output_bytes, parameters=settings.parameters, env=env,
-                                    seed=settings.seed, expected=settings.expected))
+                                    seed=settings.seed, expected=settings.expected, course_code=settings.course_code))
         executed = out / "notebooks" / f"{job.name}.ipynb"
         text = executed.read_text(encoding="utf-8") if executed.exists() else None
     record.pop("notebook_sha256", None)  # the grader hashes the notebook it stores

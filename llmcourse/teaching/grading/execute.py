@@ -61,6 +61,7 @@ class Settings:
     env: dict = field(default_factory=dict)  # extra environment variables of the kernel
     seed: int | None = None  # the batch's secret seed, for the answer cells (`judge`)
     expected: dict | None = None  # the reference's answers on that seed, by exercise (None: no exercise is judged)
+    course_code: str = ""  # the reference notebook's own code, which notes on a submission's code leave out
 
 
 def grade_one(job: Job, refs: list[RefExercise], reference: Path, out: Path, settings: Settings,
@@ -104,7 +105,8 @@ def _grade(job: Job, refs: list[RefExercise], out: Path, settings: Settings, sto
     with stage("building the notebook to run"):
         graded, notes = build_graded_notebook(student, refs, nonce,
                                               settings.seed if settings.expected is not None else None)
-        record["notes"] = suspicious(student) + sorted({n for n in notes.values() if n and n != "missing"})
+        record["notes"] = suspicious(student, settings.course_code)
+        record["notes"] += sorted({n for n in notes.values() if n and n != "missing"})
         deleted = [e for e, n in notes.items() if n == "missing"]
         if deleted:
             record["notes"].append("exercise cells deleted: " + ", ".join(deleted))
