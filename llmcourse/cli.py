@@ -159,7 +159,7 @@ def _grade(args: argparse.Namespace) -> int:
     try:
         records = grade(args.submissions, args.notebook, out=args.out, jobs=args.jobs, timeout=args.timeout,
                         memory_gib=args.memory, parameters=params, force=args.force, output_mib=args.output_limit,
-                        scheduler=args.scheduler)
+                        scheduler=args.scheduler, files_gib=args.files)
     except KeyboardInterrupt:
         print(f"interrupted: finished submissions are saved in {args.out}; run the same command again to grade the "
               "rest.", file=sys.stderr)
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resident memory per submission (default: 4)")
     p.add_argument("--output-limit", type=float, metavar="MiB",
                    help="output per submission that the grader lets it write and stores (default: 20)")
+    p.add_argument("--files", type=float, default=4.0, metavar="GiB",
+                   help="files per submission in its working and temporary folders, on disk (default: 4)")
     _parameter_option(p)
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="grade on a Dask cluster: its scheduler's address (tcp://HOST:8786), or local:N for N local "

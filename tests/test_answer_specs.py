@@ -81,10 +81,32 @@ def test_a_spec_uses_only_names_the_notebook_has_bound_by_its_exercise(notebook)
             continue
         above = set(dir(builtins)) | {"rng", "get_ipython", "display"}
         for earlier in cells[:find_exercise(cells, exercise)[0] + 1]:
-            if earlier["cell_type"] == "code":
-                above |= _bound(cell_source(earlier))
+            if earlier["cell_type"] == "code" and "check" not in earlier["metadata"].get("tags", []):
+                above |= _bound(cell_source(earlier))  # graded, a check cell is replaced: what it binds is gone
         used = {node.id for node in ast.walk(ast.parse(spec.code))
                 if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
         assert not used - above - _bound(spec.code), (
             f"{notebook} {exercise}: the spec reads {sorted(used - above - _bound(spec.code))}, which the notebook "
             "does not bind by the end of the exercise cell")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_no_cell_reads_a_name_only_a_check_cell_binds(notebook):
+    """Graded, every check cell is replaced by the grader's answer cell: a later cell that reads a name only a check
+    cell bound (an import, a helper defined there) stops the run with a NameError, after the exercises scored."""
+    bound = set(dir(builtins)) | {"get_ipython", "display"}
+    only_in_checks: set[str] = set()
+    for cell in read_notebook_json(ROOT / notebook)["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        names = _bound(cell_source(cell))
+        if "check" in cell["metadata"].get("tags", []):
+            only_in_checks |= names - bound
+            continue
+        code = "\n".join(line for line in cell_source(cell).splitlines() if not line.lstrip().startswith(("%", "!")))
+        used = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)
+                and isinstance(node.ctx, ast.Load)}
+        missing = (used & only_in_checks) - bound - names
+        assert not missing, (f"{notebook}: cell {cell.get('id')} reads {sorted(missing)}, bound only in a check cell "
+                             "above: bind it in a cell of its own")
+        bound |= names

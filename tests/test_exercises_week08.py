@@ -324,11 +324,29 @@ class FakeModel:
         return torch.cat([input_ids, torch.tensor([new])], dim=1)
 
 
+def notebook_function(notebook, name, namespace):
+    """Define the notebook's function `name` (from whichever code cell defines it) in `namespace`."""
+    import ast
+
+    from exercise_harness import ROOT
+
+    from llmcourse.teaching.notebooks import cell_source, read_notebook
+
+    for cell in read_notebook(ROOT / notebook).cells:
+        if cell.cell_type == "code" and f"def {name}(" in cell_source(cell):
+            tree = ast.parse("\n".join(line for line in cell_source(cell).splitlines() if not line.startswith("%")))
+            tree.body = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+            exec(compile(tree, f"<{notebook} {name}>", "exec"), namespace)
+            return namespace
+    raise AssertionError(f"{notebook} defines no function {name}")
+
+
 def served(capstone_context):
     texts = ["I love this", "this is awful", "love it", "meh, broken again"]
-    return capstone_context | {"merged": FakeModel(capstone_context["tokenizer"]), "test_texts": texts,
-                               "MAX_NEW_TOKENS": 2, "pred_after": torch.tensor([1, 0, 1, 0]),
-                               "as_number": lambda reply: -1}
+    ctx = capstone_context | {"merged": FakeModel(capstone_context["tokenizer"]), "test_texts": texts,
+                              "MAX_NEW_TOKENS": 2, "pred_after": torch.tensor([1, 0, 1, 0]),
+                              "as_number": lambda reply: -1}
+    return notebook_function(NB2, "parse", ctx)  # the check reads replies as the scoreboard does
 
 
 @pytest.fixture()

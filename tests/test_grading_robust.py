@@ -49,7 +49,7 @@ class FakeRunner:
         self.outcome, self.extra, self.cwds = outcome, extra, []
 
     def __call__(self, src, dst, cwd, parameters=None, timeout=600.0, memory_bytes=None, env=None, stop=None,
-                 sandboxed=False):
+                 sandboxed=False, files_bytes=None):
         self.cwds.append(Path(cwd))
         nb = nbformat.read(src, as_version=4)
         attempted = {}
@@ -284,7 +284,8 @@ def test_a_flood_of_output_is_output_limit_with_its_true_cause(tmp_path, monkeyp
 @pytest.mark.parametrize("saves", ["in bursts", "without a pause"])
 def test_the_output_watch_stops_a_run_that_keeps_printing(tmp_path, monkeypatch, saves):
     """Past the limit the watch stops the run once a save is complete (the size holds still), or after SETTLE_S."""
-    def printing_forever(src, dst, cwd, parameters, timeout, memory_bytes, env, stop, sandboxed=False):
+    def printing_forever(src, dst, cwd, parameters, timeout, memory_bytes, env, stop, sandboxed=False,
+                         files_bytes=None):
         start = time.monotonic()
         with open(dst, "w") as f:
             while not stop.wait(1.0 if saves == "in bursts" else 0.05):

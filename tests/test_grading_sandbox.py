@@ -253,3 +253,36 @@ def test_each_kernel_is_told_its_share_of_the_cores(monkeypatch):
     assert choose(4, 0.0, thread_env(4)[ENV_VAR]).threads == 1  # the override wins over a quiet-looking machine
     monkeypatch.setenv(ENV_VAR, "3")  # the instructor's own setting is kept
     assert thread_env(2)[ENV_VAR] == "3"
+
+
+@pytest.mark.platform("linux")
+@needs_sandbox
+def test_temporary_files_go_to_disk_and_count_against_the_files_limit(tmp_path):
+    """A sandboxed kernel's TMPDIR lies in its working folder, on disk: the capstone saves a 540 MB merged model with
+    tempfile.mkdtemp, which the 256 MiB tmpfs refused ('No space left on device'). The files it keeps there count
+    against the files limit, which stops the run with status `files`."""
+    from llmcourse.teaching.sandbox import run_notebook
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, tempfile\n"
+        "folder = tempfile.mkdtemp()\n"
+        "for i in range(6):  # 300 MiB, over the tmpfs\n"
+        "    with open(os.path.join(folder, f'part{i}.bin'), 'wb') as f:\n"
+        "        f.write(os.urandom(50 * 2**20))\n"
+        "kept = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))\n"
+        "print(folder.startswith(os.getcwd()), kept)"
+    )])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src = tmp_path / "saves.ipynb"
+    nbformat.write(nb, src)
+    outcomes = {}
+    for limit_mib in (1024, 100):
+        work = tmp_path / f"work{limit_mib}"
+        work.mkdir()
+        outcomes[limit_mib] = run_notebook(src, work / "out.ipynb", work, timeout=120, sandboxed=True,
+                                           files_bytes=limit_mib * 2**20)
+    assert outcomes[1024].status == "completed", outcomes[1024].message
+    printed = "".join(o.get("text", "") for o in nbformat.read(tmp_path / "work1024" / "out.ipynb", 4).cells[0].outputs)
+    assert printed.split() == ["True", str(300 * 2**20)]
+    assert outcomes[100].status == "files", outcomes[100].message
+    assert "over the limit of 0.10 GiB" in outcomes[100].message

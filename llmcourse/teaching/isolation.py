@@ -9,7 +9,8 @@ With bubblewrap (the ``bwrap`` program; Debian and Ubuntu package ``bubblewrap``
   course package and the course's cache (its offline models and data, and the hardware probes, which a kernel would
   otherwise run again at 3 s a submission). Not the checkout around the package (the instructor's solutions), not
   the submissions, not the output folder or its key, not the home folder;
-- its working folder (writable) and a ``/tmp`` of its own on a tmpfs of `TMP_MIB` MiB;
+- its working folder (writable, with its ``TMPDIR`` inside: the runner limits the files both hold) and a ``/tmp`` of
+  its own on a tmpfs of `TMP_MIB` MiB (HOME);
 - no capabilities, and uid 65534 (nobody) inside;
 - where this machine lets the grader make a control group (cgroup v1's ``pids`` controller, as root), a hard limit
   of `MAX_TASKS` processes and threads: a fork bomb stops there.
@@ -30,10 +31,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Isolation", "MAX_TASKS", "TMP_MIB", "cgroup_cleanup", "cgroup_create", "detect", "kernel_manager",
-           "kernel_prefix"]
+__all__ = ["Isolation", "MAX_TASKS", "TMP_FOLDER", "TMP_MIB", "cgroup_cleanup", "cgroup_create", "detect",
+           "kernel_manager", "kernel_prefix"]
 
 TMP_MIB = 256  # a tmpfs lives in memory the process watchdog does not see: keep it small
+TMP_FOLDER = ".tmp"  # the kernel's temporary folder (TMPDIR), inside its working folder
 MAX_TASKS = 512  # processes and threads of one kernel (torch starts one thread per core, and a few more)
 NOBODY = 65534
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
@@ -122,7 +124,10 @@ def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: Path 
     if writable_cache:  # bound after the read-only view, so over it
         cmd += ["--bind", _course_cache(), _course_cache()]
     cmd += ["--ro-bind", str(runtime), str(runtime), "--bind", str(work), str(work), "--chdir", str(work),
-            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
+            # temporary files go to the working folder's .tmp, on disk (a saved model does not fit the tmpfs), where
+            # the runner counts them against the files limit; HOME and matplotlib's folder stay on the small tmpfs
+            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", str(work / TMP_FOLDER),
+            "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
             # ipykernel exits when its parent is not the pid jupyter_client gave it, which the PID namespace hides;
             # bubblewrap kills the kernel when its runner dies (--die-with-parent)
             "--unsetenv", "JPY_PARENT_PID", "--setenv", "LLMCOURSE_HOME", _course_cache()]

@@ -89,8 +89,9 @@ def _kill(procs: list[psutil.Process]) -> None:
 def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dict | None = None,
                  timeout: float = 600.0, memory_bytes: int | None = None, env: dict | None = None,
                  stop: threading.Event | None = None, sandboxed: bool = False,
-                 writable_cache: bool = False) -> RunOutcome:
-    """Execute `input_path` into `output_path` in a child process; kill it past `timeout` s or `memory_bytes` RSS.
+                 writable_cache: bool = False, files_bytes: int | None = None) -> RunOutcome:
+    """Execute `input_path` into `output_path` in a child process; kill it past `timeout` s, `memory_bytes` RSS, or
+    `files_bytes` of files in its working folder `cwd` (its temporary folder, sandboxed, lies there too).
 
     `stop`, when set by another thread, kills the run at once (an interrupted batch); its status is "interrupted".
     With `sandboxed`, the kernel runs in the best sandbox this machine allows (`isolation.detect`); with
@@ -102,6 +103,8 @@ def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dic
     runtime = private / "runtime"
     runtime.mkdir()
     level = isolation.detect() if sandboxed else isolation.Isolation("process", "not sandboxed")
+    if level.level == "bubblewrap":
+        (Path(cwd) / isolation.TMP_FOLDER).mkdir(exist_ok=True)
     group = isolation.cgroup_create() if level.level == "bubblewrap" else None
     outcome_file = private / "outcome.json"
     spec = {"input": str(input_path), "output": str(output_path), "cwd": str(cwd), "outcome": str(outcome_file),
@@ -112,7 +115,7 @@ def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dic
     package_root = str(Path(__file__).resolve().parents[2])  # the grader's llmcourse, wherever the kernel starts
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     try:
-        outcome = _watch(spec, child_env, timeout, memory_bytes, stop)
+        outcome = _watch(spec, child_env, timeout, memory_bytes, stop, files_bytes)
     finally:
         isolation.cgroup_cleanup(group)
         shutil.rmtree(private, ignore_errors=True)
@@ -120,20 +123,33 @@ def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dic
     return outcome
 
 
+def _folder_bytes(folder: Path) -> int:
+    """The bytes the files under `folder` hold (links not followed; files that vanish meanwhile not counted)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
 def _watch(spec: dict, child_env: dict, timeout: float, memory_bytes: int | None,
-           stop: threading.Event | None) -> RunOutcome:
+           stop: threading.Event | None, files_bytes: int | None = None) -> RunOutcome:
     """Start the runner and watch its process tree until it ends or is killed."""
     outcome_file = Path(spec["outcome"])
     start = time.monotonic()
     proc = _context().Process(target=_child_main, args=(spec, child_env), daemon=False)
     proc.start()
     watched = psutil.Process(proc.pid)
-    peak, killed, polls, procs, tasks = 0, None, 0, [watched], 0
+    peak, killed, polls, procs, tasks, files = 0, None, 0, [watched], 0, 0
     try:
         while proc.is_alive():
             if polls % 5 == 0:  # listing the tree scans /proc: once a second is enough to see the kernel appear
                 procs = _tree(watched)
                 tasks = _tasks(procs)
+                files = _folder_bytes(Path(spec["cwd"])) if files_bytes else 0
             polls += 1
             rss = _rss(procs)
             peak = max(peak, rss)
@@ -144,6 +160,9 @@ def _watch(spec: dict, child_env: dict, timeout: float, memory_bytes: int | None
             elif memory_bytes and rss > memory_bytes:
                 killed = ("memory", f"used {rss / 2**30:.2f} GiB of memory, over the limit of "
                           f"{memory_bytes / 2**30:.2f} GiB: the run was stopped.")
+            elif files_bytes and files > files_bytes:
+                killed = ("files", f"wrote {files / 2**30:.2f} GiB of files (its folder and its temporary folder), "
+                          f"over the limit of {files_bytes / 2**30:.2f} GiB: the run was stopped.")
             elif elapsed > timeout + 5:  # the child's own per-cell timeout normally fires first
                 killed = ("timeout", f"still running after {timeout:g} s: the run was stopped.")
             elif stop is not None and stop.is_set():

@@ -26,7 +26,7 @@ from .assemble import checks_source, code_of
 from .execute import Job, Settings, expected_answers, failed_record, grade_one, submission_name
 from .failures import StageFailed, stage
 from .judge import new_seed
-from .limits import OUTPUT_LIMIT_MIB, thread_env
+from .limits import FILES_LIMIT_GIB, OUTPUT_LIMIT_MIB, thread_env
 from .reference import RefExercise, exercise_points, reference_exercises
 from .report import load_records, write_reports
 from .signing import batch_key, sign, verify
@@ -38,13 +38,15 @@ __all__ = ["grade"]
 def grade(submissions: list[str | Path], notebook: str | Path, out: str | Path = "grades", jobs: int = 1,
           timeout: float = 600.0, memory_gib: float | None = 4.0, parameters: dict | None = None,
           force: bool = False, progress: bool = True, syllabus: str | Path | None = None,
-          output_mib: float | None = None, scheduler: str | None = None) -> list[dict]:
+          output_mib: float | None = None, scheduler: str | None = None,
+          files_gib: float = FILES_LIMIT_GIB) -> list[dict]:
     """Grade `submissions` of `notebook` (the instructor's reference) into `out`; return every record in `out`.
 
-    Each submission runs in its own process and kernel with `timeout` seconds, `memory_gib` GiB of resident memory
-    and `output_mib` MiB of output (default `OUTPUT_LIMIT_MIB`). Submissions graded before with the same file,
-    reference, parameters and limits, whose signed record is intact, are skipped unless `force`. With `scheduler` (a
-    Dask scheduler's address, or ``local:N``) the submissions run on that cluster's workers instead, `jobs` unused.
+    Each submission runs in its own process and kernel with `timeout` seconds, `memory_gib` GiB of resident memory,
+    `output_mib` MiB of output (default `OUTPUT_LIMIT_MIB`) and `files_gib` GiB of files. Submissions graded before
+    with the same file, reference, parameters and limits, whose signed record is intact, are skipped unless `force`.
+    With `scheduler` (a Dask scheduler's address, or ``local:N``) the submissions run on that cluster's workers
+    instead, `jobs` unused.
     """
     if scheduler is not None:
         from .distributed import local_workers, require_dask
@@ -53,14 +55,14 @@ def grade(submissions: list[str | Path], notebook: str | Path, out: str | Path =
         require_dask()
     reference = _find_reference(notebook)
     output_mib = OUTPUT_LIMIT_MIB if output_mib is None else output_mib
-    if jobs < 1 or timeout <= 0 or (memory_gib is not None and memory_gib <= 0) or output_mib <= 0:
-        raise GradingError(f"--jobs ({jobs}), --timeout ({timeout}), --memory ({memory_gib}) and --output-limit "
-                           f"({output_mib}) must be positive. Fix: pass numbers above 0.")
+    if jobs < 1 or timeout <= 0 or (memory_gib is not None and memory_gib <= 0) or output_mib <= 0 or files_gib <= 0:
+        raise GradingError(f"--jobs ({jobs}), --timeout ({timeout}), --memory ({memory_gib}), --output-limit "
+                           f"({output_mib}) and --files ({files_gib}) must be positive. Fix: pass numbers above 0.")
     ref_nb = read_notebook(reference)
     refs = reference_exercises(ref_nb, exercise_points(reference, ref_nb, syllabus))
     out = Path(out)
     parameters = dict(parameters or {})
-    limits = json.dumps([parameters, timeout, memory_gib, output_mib], sort_keys=True, default=str).encode()
+    limits = json.dumps([parameters, timeout, memory_gib, output_mib, files_gib], sort_keys=True, default=str).encode()
     ref_digest = cache_key([reference.read_bytes(), checks_source().encode(), limits], length=40)
     jobs_list = _jobs(submissions, reference, ref_digest)
     for record in load_records(out):
@@ -89,7 +91,8 @@ def grade(submissions: list[str | Path], notebook: str | Path, out: str | Path =
 
         warm_up()
     limits_of = dict(timeout=timeout, parameters=parameters, output_bytes=int(output_mib * 2**20), seed=new_seed(),
-                     memory_bytes=int(memory_gib * 2**30) if memory_gib else None, course_code=code_of(ref_nb))
+                     memory_bytes=int(memory_gib * 2**30) if memory_gib else None, course_code=code_of(ref_nb),
+                     files_bytes=int(files_gib * 2**30))
     expected = None
     if judged:  # the reference's own answers on this batch's secret seed
         with batch_workdir(out) as workdir:

@@ -177,6 +177,7 @@ def grade_remote(job: Job, content: bytes, refs: list[RefExercise], reference: P
         out = workdir / "result"
         record = grade_one(Job(job.name, path, job.key), refs, reference, out,
                            Settings(workdir=workdir, timeout=settings.timeout, memory_bytes=settings.memory_bytes,
+                                    files_bytes=settings.files_bytes,
                                     output_bytes=settings.output_bytes, parameters=settings.parameters, env=env,
                                     seed=settings.seed, expected=settings.expected, course_code=settings.course_code))
         executed = out / "notebooks" / f"{job.name}.ipynb"

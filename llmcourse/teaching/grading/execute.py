@@ -56,6 +56,7 @@ class Settings:
     workdir: Path  # the batch's temporary folder, outside the output folder (`workdir.batch_workdir`)
     timeout: float = 600.0  # wall-clock seconds per submission
     memory_bytes: int | None = None  # resident memory of the whole process tree
+    files_bytes: int | None = None  # files in its working folder, its temporary folder there included
     output_bytes: int = 20 * 2**20  # output the notebook may write, and the grader stores
     parameters: dict = field(default_factory=dict)  # injected into the notebook's parameters cell
     env: dict = field(default_factory=dict)  # extra environment variables of the kernel
@@ -178,7 +179,7 @@ def _run(src: Path, dst: Path, work: Path, settings: Settings, halt: threading.E
     extra = {"writable_cache": True} if writable_cache else {}  # the reference run only
     for _attempt in range(3):  # a kernel that fails to start is the machine's fault, not the student's
         outcome = run_notebook(src, dst, work, settings.parameters, settings.timeout, settings.memory_bytes,
-                               settings.env, halt, sandboxed=True, **extra)
+                               settings.env, halt, sandboxed=True, files_bytes=settings.files_bytes, **extra)
         if outcome.status != "failed to start":
             break
     if outcome.status == "failed to start":

@@ -21,8 +21,8 @@ from ... import checks
 from ...threads import ENV_VAR as THREADS_VAR
 from .assemble import GRADER_KEY
 
-__all__ = ["MESSAGE_CHARS", "OUTPUT_LIMIT_MIB", "THREAD_VARS", "OutputWatch", "cap_outputs", "clean", "mib",
-           "thread_env"]
+__all__ = ["FILES_LIMIT_GIB", "MESSAGE_CHARS", "OUTPUT_LIMIT_MIB", "THREAD_VARS", "OutputWatch", "cap_outputs", "clean",
+           "mib", "thread_env"]
 
 # What sets a kernel's thread count: the course's thread policy (llmcourse.setup) reads LLMCOURSE_THREADS first, the
 # numeric libraries the others. A kernel in the sandbox cannot see the other kernels (its own PID namespace), so the
@@ -37,6 +37,7 @@ def thread_env(kernels: int) -> dict[str, str]:
     return {var: os.environ.get(var, str(threads)) for var in THREAD_VARS}
 
 OUTPUT_LIMIT_MIB = 20.0  # default: the course's largest notebook stores under 1 MiB of outputs
+FILES_LIMIT_GIB = 4.0  # files a submission may keep in its working and temporary folders (a saved model: 0.5)
 MESSAGE_CHARS = 2000  # longest message kept in a result record
 CHECK_RESULT_BYTES = 64 * 1024  # an inserted check's result is kept whole up to this size, whatever the limit
 POLL_S = 0.5

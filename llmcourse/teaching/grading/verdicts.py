@@ -22,6 +22,7 @@ STATUSES = {
     "timeout": "the run passed its time limit before the check",
     "memory": "the run passed its memory limit before the check",
     "tasks": "the run started more processes and threads than the grader allows before the check",
+    "files": "the run kept more files in its folders than the grader allows (--files) before the check",
     "crashed": "the kernel died before the check (os._exit, segfault)",
     "output-limit": "the notebook wrote more output than the grader keeps (--output-limit) before the check",
     "invalid": "the submission is not a notebook Jupyter can open (the message names the problem)",
