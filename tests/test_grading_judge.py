@@ -173,3 +173,21 @@ def test_week_1_2_is_judged_outside_the_kernel(tmp_path):
     got = {r["submission"]: {row["exercise"]: row["status"] for row in r["rows"]} for r in records}
     assert got == {"solved": dict.fromkeys(["2.1", "2.2", "2.3", "2.4"], "passed"),
                    "untouched": dict.fromkeys(["2.1", "2.2", "2.3", "2.4"], "not attempted")}, records
+
+
+@pytest.mark.parametrize("status, flag", [("memory", "--memory"), ("timeout", "--timeout"), ("files", "--files")])
+def test_a_reference_past_a_limit_names_the_flag_to_raise(tmp_path, monkeypatch, status, flag):
+    """Week 4.1's reference needs more than the default 4 GiB: the batch must say to raise --memory, not to mend the
+    specs."""
+    from llmcourse.errors import GradingError
+    from llmcourse.teaching import sandbox
+    from llmcourse.teaching.grading import grade
+    from llmcourse.teaching.sandbox import RunOutcome
+
+    monkeypatch.setattr(sandbox, "run_notebook", lambda *args, **kwargs: RunOutcome(
+        status, f"passed its {status} limit: the run was stopped.", 1.0, 0))
+    sub = tmp_path / "in" / "alice.ipynb"
+    sub.parent.mkdir()
+    nbformat.write(student_copy(), sub)
+    with pytest.raises(GradingError, match=f"passed a limit of this batch.*Fix: raise {flag}"):
+        grade([sub], judged_reference(tmp_path / "ref"), out=tmp_path / "grades", progress=False)

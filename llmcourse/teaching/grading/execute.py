@@ -144,6 +144,9 @@ def _grade(job: Job, refs: list[RefExercise], out: Path, settings: Settings, sto
     record["isolation"] = outcome.isolation
 
 
+LIMIT_FLAGS = {"memory": "--memory", "timeout": "--timeout", "files": "--files", "output-limit": "--output-limit"}
+
+
 def expected_answers(reference_nb, refs: list[RefExercise], settings: Settings) -> dict[str, dict]:
     """The reference's own answers on the batch's seed, by exercise: the reference notebook, solutions and all, run
     once as a submission would be (`settings.seed`, its limits, the sandbox), but for the course's cache, which this
@@ -164,6 +167,10 @@ def expected_answers(reference_nb, refs: list[RefExercise], settings: Settings) 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     bad = {ex: answers.get(ex) for ex in judged if "answer" not in answers.get(ex, {})}
+    if bad and outcome.status in LIMIT_FLAGS:  # the reference itself needs more than the batch allows
+        raise GradingError(f"the reference notebook passed a limit of this batch before its answers: "
+                           f"{outcome.message} Fix: raise {LIMIT_FLAGS[outcome.status]} (every submission needs at "
+                           f"least what the reference needs), e.g. to 1.5 times what it used.")
     if bad:
         raise GradingError(f"the reference notebook gave no answer to exercise(s) {', '.join(bad)} (its run: "
                            f"{outcome.status} {outcome.message}; what it recorded: {list(bad.values())}). Fix: run the "
