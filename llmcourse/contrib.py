@@ -127,6 +127,11 @@ def _sentence_tests(repo: Path) -> list[Path]:
     return [p for p in (repo / "tests").glob("test_*.py") if "sentence_count" in p.read_text(encoding="utf-8")]
 
 
+def _has_test(tests: list[Path]) -> bool:
+    """Whether one of `tests` defines a test function."""
+    return any("def test_" in p.read_text(encoding="utf-8") for p in tests)
+
+
 def _probe_feature(repo: Path, texts: list[str]) -> tuple[list[int] | None, bool, str]:
     """(sentence_count of each text or None, whether wordstats exports it in __all__, the error) in `repo`'s own
     wordstats, in a fresh interpreter."""
@@ -181,7 +186,7 @@ def check_feature(repo: str | Path, upstream: str | Path) -> None:
     for (text, want), have in zip(SENTENCE_CASES, got):
         expect(have == want, f"sentence_count({text!r}) is {have}, expected {want}.")
     tests = _sentence_tests(repo)
-    expect(tests and any("def test_" in p.read_text(encoding="utf-8") for p in tests),
+    expect(_has_test(tests),
            "no test under tests/ calls sentence_count: add a file like tests/test_sentences.py with a test_ function.")
     code, last = _suite_passes(repo)
     expect(code == 0, "the test suite fails in your fork: " + last)
@@ -213,8 +218,7 @@ def feature_record(write_feature, folder: str | Path, texts: list[str]) -> dict:
     write_feature(repo)
     counts, exported, _ = _probe_feature(repo, texts)
     tests = _sentence_tests(repo)
-    return {"counts": counts, "exported": exported, "has_test": any("def test_" in p.read_text(encoding="utf-8")
-                                                                     for p in tests),
+    return {"counts": counts, "exported": exported, "has_test": _has_test(tests),
             "suite_passes": _suite_passes(repo)[0] == 0,
             "test_fails_on_upstream": bool(tests) and _fails_on_upstream(tests, upstream) in (1, 2),
             "ruff_clean": _ruff(repo)[0] == 0}
@@ -222,7 +226,7 @@ def feature_record(write_feature, folder: str | Path, texts: list[str]) -> dict:
 
 def history_facts(repo: str | Path, base: str = "main") -> dict:
     """What `check_history` verifies of `repo`'s branch over `base`, as plain data: the branch, its commits, a clean
-    tree, the message's shape, what the last commit touches and its tree's id."""
+    tree, the message's shape and what the last commit touches."""
     import re
 
     repo = Path(repo)
@@ -235,8 +239,7 @@ def history_facts(repo: str | Path, base: str = "main") -> dict:
             "subject_length_ok": len(subject) <= 72, "subject_format": re.match(SUBJECT_PATTERN, subject) is not None,
             "body": len(lines) >= 3 and lines[1] == "" and any(line.strip() for line in lines[2:]), "files": files,
             "code_and_test": any(f.startswith("wordstats/") for f in files) and any(f.startswith("tests/")
-                                                                                  for f in files),
-            "tree": _git("rev-parse", "HEAD^{tree}", cwd=repo).strip()}
+                                                                                  for f in files)}
 
 
 def check_history(repo: str | Path, base: str = "main") -> None:
