@@ -275,7 +275,8 @@ def worker(spec: dict) -> dict:
         _reset_peak()
         result = _run_task(spec, model, spec["steps"])
         peak = _memory_peak() - baseline
-    return dict(result, measured=peak, loaded=loaded)
+    where = {"device": "cuda", "gpu": torch.cuda.get_device_name()} if torch.cuda.is_available() else {"device": "cpu"}
+    return dict(result, measured=peak, loaded=loaded, **where)
 
 
 def _warmup_kwargs(spec: dict) -> dict:
@@ -318,7 +319,12 @@ def measure(arch: str, size: str, task: str, dtype: str = "fp32", quant: str | N
     runs = [_run_worker(spec, fixed_mmap) for _ in range(repeats)]
     runs.sort(key=lambda r: r["measured"])
     row = dict(spec, fixed_mmap=fixed_mmap, runs=[r["measured"] for r in runs], **runs[len(runs) // 2])
-    return row if blind else with_estimate(row)
+    if blind:
+        return row
+    try:
+        return with_estimate(row)
+    except Exception as exc:  # the measurement stands (--report compares it again later): keep it, say why
+        return dict(row, estimate_failed=f"{type(exc).__name__}: {str(exc).strip()[-300:]}")
 
 
 def with_estimate(row: dict) -> dict:
@@ -328,9 +334,11 @@ def with_estimate(row: dict) -> dict:
 
     from llmcourse.memory import estimate
 
+    # a row says where it was measured (rows from before that field: where the comparison runs)
+    device = row.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     est = estimate(make_config(row["arch"], row["size"]), row["task"], dtype=row["dtype"], quant=row["quant"],
                    batch=row["batch"], seq_len=row["seq_len"], lora_r=row["lora_r"], gradient_checkpointing=row["gc"],
-                   new_tokens=row["new_tokens"], device="cuda" if torch.cuda.is_available() else "cpu")
+                   new_tokens=row["new_tokens"], device=device)
     compared = est.total_bytes - (est.breakdown.get("overhead", 0) if row.get("fixed_mmap") else 0)
     return dict(row, estimate=compared, estimate_total=est.total_bytes, params=est.params, breakdown=est.breakdown,
                 error=compared / row["measured"] - 1)
@@ -403,6 +411,13 @@ def memory_table(archs=("llama", "gpt2", "bert"), sizes=("S", "M"), resident_rep
 
 
 def _summary(rows: list[dict], out) -> None:
+    failed = [r for r in rows if "error" not in r]
+    if failed:
+        out(f"estimate failed for {len(failed)} of {len(rows)} rows (kept, measured): "
+            + "; ".join(f"{r['arch']}-{r['size']} {r['task']} {r['dtype']}: {r['estimate_failed']}" for r in failed))
+    rows = [r for r in rows if "error" in r]
+    if not rows:
+        return
     worst = max(rows, key=lambda r: abs(r["error"]))
     out(f"\nworst error: {100 * worst['error']:+.1f}% ({worst['arch']}-{worst['size']} {worst['task']} "
         f"{worst['dtype']}) over {len(rows)} rows")

@@ -43,7 +43,7 @@ BREAKDOWN_KEYS = ("weights", "adapters", "gradients", "optimizer", "activations"
 # share of the remade blocks, MiB), fitted so that the total covers the highest resident peak of every row of the
 # benchmark's tuning half with glibc's defaults; GPUs count live tensors only (max_memory_allocated): no term there.
 CPU_RETENTION = {
-    "inference": (0.90, 0.00, 12),
+    "inference": (1.05, 0.00, 4),
     "eval": (0.60, 0.00, 8),
     "full": (0.30, 0.85, 32),
     "lora": (0.80, 0.00, 2),
@@ -352,6 +352,19 @@ def kv_cache_bytes(config, batch: int, tokens: int, dtype: Dtype = "bf16") -> in
     return 2 * layers * kv_heads * head_dim * batch * tokens * dtype_bytes(dtype)
 
 
+DECODE_SCORE_COPIES = 3  # float32 copies of the next token's scores while one is chosen: generate's own, and two
+
+
+def decode_scores_bytes(config, batch: int, dtype: Dtype = "bf16") -> int:
+    """Bytes a decoding step holds besides the cache: the last position's logits (in the model's dtype), the float32
+    copy `generate` makes of them and the copies a logits processor makes (min_new_tokens: a clone and the masked
+    result, with a vocabulary-long range and mask), `DECODE_SCORE_COPIES` in all. Sampling with top-k or top-p sorts
+    them as well and holds more. With a 152k vocabulary this moment, not the prompt's forward, is the peak."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    vocab = getattr(text, "vocab_size", 0) or 0
+    return batch * vocab * (dtype_bytes(dtype) + 4 * DECODE_SCORE_COPIES) + vocab * 9  # int64 range, bool mask
+
+
 # ------------------------------------------------------------------------------------------------------ the public
 def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | None = None, quant: Quant | None = None,
              batch: int = 1, seq_len: int = 512, lora_r: int = 16, gradient_checkpointing: bool = False,
@@ -393,7 +406,8 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
     if task == "inference":
         kv = kv_cache_bytes(config, batch, seq_len + new_tokens, dtype) if sim["kv"] else 0
         breakdown["kv_cache"] = kv
-        breakdown["activations"] = sim["activations"] + max(0, sim["kv"] - kv)
+        breakdown["activations"] = max(sim["activations"] + max(0, sim["kv"] - kv),
+                                       decode_scores_bytes(config, batch, dtype) if sim["kv"] else 0)
         trainable = 0
     elif task == "eval":  # the cache transformers builds by default (use_cache) is alive with the logits
         breakdown["kv_cache"], breakdown["activations"] = sim["kv"], sim["activations"]

@@ -213,6 +213,10 @@ def _flash_attention_on(device: str, query, key, value, attn_mask, dropout_p, is
     these dtypes, head sizes, mask, dropout and grouped heads, asked on tiny real tensors."""
     import torch
 
+    if attn_mask is not None and attn_mask.requires_grad and torch.is_grad_enabled():
+        # a learned bias (T5's relative positions) that needs its gradient: CUDA's memory-efficient kernel returns
+        # it, torch's CPU flash kernel has none, so a CPU runs the math form
+        return device != "cpu"
     if device != "cpu":
         return True
 
@@ -240,8 +244,11 @@ def _meta_attention(device: str):
     def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if query.device.type == "meta" and _flash_attention_on(device, query, key, value, attn_mask, dropout_p,
                                                                is_causal, scale, enable_gqa):
+            # the CPU kernel's meta function has no gradient for a mask: a learned bias is passed detached, so the
+            # simulation leaves out its gradient (batch x heads x queries x keys, once per backward)
+            mask = attn_mask.detach() if attn_mask is not None and attn_mask.requires_grad else attn_mask
             return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+                query, key, value, dropout_p, is_causal, attn_mask=mask, scale=scale)[0]
         return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                         scale=scale, enable_gqa=enable_gqa)
 
@@ -250,6 +257,28 @@ def _meta_attention(device: str):
         yield
     finally:
         functional.scaled_dot_product_attention = original
+
+
+@contextlib.contextmanager
+def _meta_dropout(device: str):
+    """Dropout keeps what its backward needs: on CUDA the fused kernel's mask, one byte an element; on a CPU (and on
+    meta tensors) a noise tensor of the input's dtype, four bytes an element in fp32. Where the device is CUDA, the
+    simulation runs the fused form, whose meta function returns that boolean mask."""
+    import torch
+
+    functional = torch.nn.functional
+    original = functional.dropout
+
+    def dropout(input, p=0.5, training=True, inplace=False):
+        if device == "cuda" and input.device.type == "meta" and training and 0 < p < 1 and not inplace:
+            return torch.native_dropout(input, p, True)[0]
+        return original(input, p, training, inplace)
+
+    functional.dropout = dropout
+    try:
+        yield
+    finally:
+        functional.dropout = original
 
 
 @meta_patches()
@@ -278,7 +307,7 @@ def simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, 
     params = list(model.parameters()) + list(model.buffers())
     tracker = LiveBytes(p.untyped_storage()._cdata for p in params)
     kv_keys: set[int] = set()
-    with _meta_attention(device), tracker:
+    with _meta_attention(device), _meta_dropout(device), tracker:
         if train:
             out = model(**kwargs)
             loss = out.loss if getattr(out, "loss", None) is not None else out[0].float().mean()
