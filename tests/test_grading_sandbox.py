@@ -286,3 +286,79 @@ def test_temporary_files_go_to_disk_and_count_against_the_files_limit(tmp_path):
     assert printed.split() == ["True", str(300 * 2**20)]
     assert outcomes[100].status == "files", outcomes[100].message
     assert "over the limit of 0.10 GiB" in outcomes[100].message
+
+
+CAN_LIMIT_MEMORY = (isolation.MEMORY_V1 / "cgroup.procs").exists() and os.access(isolation.MEMORY_V1, os.W_OK)
+
+
+@pytest.mark.platform("linux")
+@needs_sandbox
+@pytest.mark.skipif(not CAN_LIMIT_MEMORY, reason="no cgroup v1 memory controller this process may write (needs root)")
+def test_the_control_group_stops_a_burst_of_memory_the_watchdog_misses(tmp_path, monkeypatch):
+    """The runner reads the kernel's resident memory five times a second; a burst between two reads went unseen, and a
+    fast one could take the machine's memory before the next. The memory control group is the hard stop: 1.5 GiB
+    touched and freed at once under a 0.5 GiB limit, with the watchdog slowed to one read every 5 s, is killed by the
+    system and recorded as `memory` (without the group it completed: the burst fell between two reads)."""
+    from llmcourse.teaching import sandbox
+
+    monkeypatch.setattr(sandbox, "POLL_S", 5.0)
+    made = []
+    create = isolation.cgroup_create
+    monkeypatch.setattr(isolation, "cgroup_create", lambda *a, **kw: made.append(create(*a, **kw)) or made[-1])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import numpy as np\n"
+        "burst = np.ones(3 * 2**26)  # 1.5 GiB, every page touched\n"
+        "del burst\n"
+        "print('survived')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src = tmp_path / "burst.ipynb"
+    nbformat.write(nb, src)
+    work = tmp_path / "work"
+    work.mkdir()
+    limit = 2**29
+    outcome = sandbox.run_notebook(src, work / "out.ipynb", work, timeout=120, sandboxed=True, memory_bytes=limit)
+    assert outcome.status == "memory", (outcome.status, outcome.message)
+    assert f"hard memory limit of {isolation.hard_memory_bytes(limit) / 2**30:.2f} GiB" in outcome.isolation
+    assert made and made[0].memory_bytes and not any(path.exists() for path in made[0].paths)  # removed after
+
+
+def test_a_kernel_joins_every_control_group_before_it_starts(tmp_path):
+    """The sandbox's first process writes its pid into each group's cgroup.procs, then becomes the sandbox: nothing
+    it starts is outside the groups' count."""
+    groups = isolation.ControlGroups((tmp_path / "pids g", tmp_path / "memory"), 512, 2**30)
+    fake = isolation.Isolation("bubblewrap", bwrap="/usr/bin/bwrap")
+    prefix = isolation.kernel_prefix(fake, tmp_path / "work", tmp_path / "runtime", groups)
+    assert prefix[:2] == ["/bin/sh", "-c"] and prefix[4] == "/usr/bin/bwrap"
+    for group in groups.paths:
+        (group).mkdir()
+    out = subprocess.run([*prefix[:4], "sh", "-c", "echo joined"], capture_output=True, text=True)
+    assert out.stdout == "joined\n"
+    pids = {(group / "cgroup.procs").read_text().strip() for group in groups.paths}
+    assert len(pids) == 1 and pids.pop().isdigit()
+    assert groups.describe() == "at most 512 tasks, a hard memory limit of 1.00 GiB"
+
+
+@pytest.mark.platform("linux")
+@pytest.mark.skipif(not CAN_LIMIT_MEMORY, reason="no cgroup v1 memory controller this process may write (needs root)")
+def test_groups_a_killed_grader_left_behind_are_swept_and_groups_in_use_are_not(monkeypatch):
+    """A grader killed with SIGKILL cannot remove its groups (the slow grading tests kill some): they piled up, one
+    per killed run. The next batch removes the empty ones older than a minute; one with a process in it stays."""
+    left = isolation._make_group(isolation.MEMORY_V1, {})
+    busy = isolation._make_group(isolation.MEMORY_V1, {})
+    sleeper = subprocess.Popen(["/bin/sh", "-c", f'echo $$ > "{busy}/cgroup.procs" && exec sleep 60'])
+    try:
+        for _ in range(50):
+            if (busy / "cgroup.procs").read_text().split():
+                break
+            time.sleep(0.1)
+        isolation.sweep_stale_groups((isolation.MEMORY_V1,))
+        assert left.exists() and busy.exists()  # both younger than a minute
+        monkeypatch.setattr(isolation, "STALE_GROUP_S", 0)
+        isolation.sweep_stale_groups((isolation.MEMORY_V1,))
+        assert not left.exists() and busy.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        isolation._remove_group(busy)
+        if left.exists():
+            isolation._remove_group(left)

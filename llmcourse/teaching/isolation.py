@@ -12,8 +12,10 @@ With bubblewrap (the ``bwrap`` program; Debian and Ubuntu package ``bubblewrap``
 - its working folder (writable, with its ``TMPDIR`` inside: the runner limits the files both hold) and a ``/tmp`` of
   its own on a tmpfs of `TMP_MIB` MiB (HOME);
 - no capabilities, and uid 65534 (nobody) inside;
-- where this machine lets the grader make a control group (cgroup v1's ``pids`` controller, as root), a hard limit
-  of `MAX_TASKS` processes and threads: a fork bomb stops there.
+- where this machine lets the grader make control groups (cgroup v1, as root): a hard limit of `MAX_TASKS` processes
+  and threads (``pids``: a fork bomb stops there), and a hard memory limit (``memory``, `hard_memory_bytes`): the
+  system kills the kernel there, between two of the runner's checks of its resident memory, and counts what those
+  checks do not see (the tmpfs, the page cache, memory a process maps and touches in a burst).
 
 Where bubblewrap is missing or refused (some distributions switch off unprivileged user namespaces), the kernel runs
 as the grader's user with the runner's process watchdog only, and each submission's record says which isolation it
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,8 +34,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Isolation", "MAX_TASKS", "TMP_FOLDER", "TMP_MIB", "cgroup_cleanup", "cgroup_create", "detect",
-           "kernel_manager", "kernel_prefix"]
+__all__ = ["ControlGroups", "Isolation", "MAX_TASKS", "TMP_FOLDER", "TMP_MIB", "cgroup_cleanup", "cgroup_create",
+           "detect", "hard_memory_bytes", "kernel_manager", "kernel_prefix", "sweep_stale_groups"]
 
 TMP_MIB = 256  # a tmpfs lives in memory the process watchdog does not see: keep it small
 TMP_FOLDER = ".tmp"  # the kernel's temporary folder (TMPDIR), inside its working folder
@@ -43,6 +46,42 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
 BASE_FLAGS = ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
               "--uid", str(NOBODY), "--gid", str(NOBODY))
 PIDS_V1 = Path("/sys/fs/cgroup/pids")
+MEMORY_V1 = Path("/sys/fs/cgroup/memory")
+HARD_MEMORY_MARGIN = 0.10  # the control group's limit over the runner's: the runner, which says how much, acts first
+
+
+def hard_memory_bytes(memory_bytes: int) -> int:
+    """The control group's memory limit for a run limited to `memory_bytes` of resident memory: 10% more, plus the
+    sandbox's tmpfs (which the group counts and the resident size does not)."""
+    return int(memory_bytes * (1 + HARD_MEMORY_MARGIN)) + TMP_MIB * 2**20
+
+
+@dataclass(frozen=True)
+class ControlGroups:
+    """The control groups one kernel joins before it starts (see `cgroup_create`)."""
+
+    paths: tuple[Path, ...]
+    max_tasks: int | None = None  # where a pids group was made
+    memory_bytes: int | None = None  # the memory group's limit, where one was made
+
+    def oom_killed(self) -> bool:
+        """Whether the system killed a process of the memory group at its limit (read before `cgroup_cleanup`)."""
+        group = next((p for p in self.paths if p.parent == MEMORY_V1), None)
+        if group is None:
+            return False
+        try:
+            control = dict(line.split() for line in (group / "memory.oom_control").read_text().splitlines())
+            if "oom_kill" in control:
+                return int(control["oom_kill"]) > 0
+            return int((group / "memory.failcnt").read_text()) > 0  # kernels before 4.13 keep no kill count
+        except (OSError, ValueError):
+            return False
+
+    def describe(self) -> str:
+        parts = [f"at most {self.max_tasks} tasks"] if self.max_tasks else []
+        if self.memory_bytes:
+            parts.append(f"a hard memory limit of {self.memory_bytes / 2**30:.2f} GiB")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -104,12 +143,12 @@ def _course_cache() -> str:
     return str(cache_dir().resolve())
 
 
-def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: Path | None = None,
+def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: ControlGroups | None = None,
                   writable_cache: bool = False) -> list[str]:
     """The command that runs a kernel's own command line inside the sandbox (empty for ``process``).
 
     `work` is the kernel's working folder (writable, where its sockets lie), `runtime` the folder of its connection
-    file (read-only), `cgroup` a control group the sandbox joins before it starts (see `cgroup_create`).
+    file (read-only), `cgroup` the control groups the sandbox joins before it starts (see `cgroup_create`).
     `writable_cache` mounts the course's cache read-write: only for the instructor's reference notebook, so that
     what it trains once (week 3's classifier, weeks 5-6's models) is there for every submission to read.
     """
@@ -131,28 +170,78 @@ def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: Path 
             # ipykernel exits when its parent is not the pid jupyter_client gave it, which the PID namespace hides;
             # bubblewrap kills the kernel when its runner dies (--die-with-parent)
             "--unsetenv", "JPY_PARENT_PID", "--setenv", "LLMCOURSE_HOME", _course_cache()]
-    if cgroup is not None:  # join the group first: everything the sandbox starts is counted from its first process
-        cmd = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *cmd]
+    if cgroup is not None:  # join the groups first: everything the sandbox starts is counted from its first process
+        join = " && ".join(f"echo $$ > {shlex.quote(str(group / 'cgroup.procs'))}" for group in cgroup.paths)
+        cmd = ["/bin/sh", "-c", join + ' && exec "$@"', "sandbox", *cmd]
     return cmd
 
 
-def cgroup_create(max_tasks: int = MAX_TASKS) -> Path | None:
-    """A new ``pids`` control group limited to `max_tasks`, where this process may make one (else None)."""
-    if not (PIDS_V1 / "cgroup.procs").exists() or not os.access(PIDS_V1, os.W_OK):
+def _make_group(root: Path, settings: dict[str, str]) -> Path | None:
+    """A new control group under `root` with `settings` written in order, where this process may make one."""
+    if not (root / "cgroup.procs").exists() or not os.access(root, os.W_OK):
         return None
-    group = PIDS_V1 / f"llmcourse-{uuid.uuid4().hex[:12]}"
+    group = root / f"llmcourse-{uuid.uuid4().hex[:12]}"
     try:
         group.mkdir()
-        (group / "pids.max").write_text(str(max_tasks))
+        for name, value in settings.items():
+            if (group / name).exists():
+                (group / name).write_text(value)
     except OSError:
-        cgroup_cleanup(group)
+        _remove_group(group)
         return None
     return group
 
 
-def cgroup_cleanup(group: Path | None) -> None:
-    """Remove a control group made by `cgroup_create`, killing what is left in it first."""
-    if group is None or not group.exists():
+STALE_GROUP_S = 60  # an empty group this old is left over: its kernel joins it within seconds of its making
+
+
+def sweep_stale_groups(roots: tuple[Path, ...] = ()) -> int:
+    """Remove the course's control groups that are empty and older than `STALE_GROUP_S`: those of a grader that was
+    killed (SIGKILL) before it could remove its own. A group in use has its kernel's processes in it. Returns how many
+    went."""
+    import time
+
+    gone = 0
+    for root in roots or (PIDS_V1, MEMORY_V1):
+        for group in root.glob("llmcourse-*"):
+            try:
+                empty = not (group / "cgroup.procs").read_text().split()
+                if empty and time.time() - group.stat().st_mtime > STALE_GROUP_S:
+                    group.rmdir()
+                    gone += 1
+            except OSError:
+                pass
+    return gone
+
+
+def cgroup_create(max_tasks: int = MAX_TASKS, memory_bytes: int | None = None) -> ControlGroups | None:
+    """New control groups for one kernel, where this process may make them (cgroup v1, as root; else None): ``pids``
+    limited to `max_tasks`, and with `memory_bytes`, ``memory`` limited to `hard_memory_bytes(memory_bytes)`, swap
+    included where the system counts it. Left-over groups are swept first (`sweep_stale_groups`)."""
+    sweep_stale_groups()
+    paths, tasks, memory = [], None, None
+    group = _make_group(PIDS_V1, {"pids.max": str(max_tasks)})
+    if group is not None:
+        paths.append(group)
+        tasks = max_tasks
+    if memory_bytes:
+        hard = hard_memory_bytes(memory_bytes)
+        # the memory limit first: the limit with swap may never be below it
+        group = _make_group(MEMORY_V1, {"memory.limit_in_bytes": str(hard), "memory.memsw.limit_in_bytes": str(hard)})
+        if group is not None:
+            paths.append(group)
+            memory = hard
+    return ControlGroups(tuple(paths), tasks, memory) if paths else None
+
+
+def cgroup_cleanup(groups: ControlGroups | None) -> None:
+    """Remove the control groups made by `cgroup_create`, killing what is left in them first."""
+    for group in groups.paths if groups is not None else ():
+        _remove_group(group)
+
+
+def _remove_group(group: Path) -> None:
+    if not group.exists():
         return
     import signal
     import time

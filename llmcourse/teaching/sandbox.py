@@ -105,7 +105,7 @@ def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dic
     level = isolation.detect() if sandboxed else isolation.Isolation("process", "not sandboxed")
     if level.level == "bubblewrap":
         (Path(cwd) / isolation.TMP_FOLDER).mkdir(exist_ok=True)
-    group = isolation.cgroup_create() if level.level == "bubblewrap" else None
+    group = isolation.cgroup_create(memory_bytes=memory_bytes) if level.level == "bubblewrap" else None
     outcome_file = private / "outcome.json"
     spec = {"input": str(input_path), "output": str(output_path), "cwd": str(cwd), "outcome": str(outcome_file),
             "parameters": parameters or {}, "cell_timeout": timeout, "log": str(private / "runner.log"),
@@ -116,10 +116,15 @@ def run_notebook(input_path: Path, output_path: Path, cwd: Path, parameters: dic
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     try:
         outcome = _watch(spec, child_env, timeout, memory_bytes, stop, files_bytes)
+        if group is not None and group.oom_killed() and outcome.status != "memory":
+            outcome = RunOutcome("memory", f"was killed by the system at its control group's hard memory limit of "
+                                 f"{group.memory_bytes / 2**30:.2f} GiB (the limit is {memory_bytes / 2**30:.2f} GiB "
+                                 f"of resident memory; the group also counts the page cache and the temporary "
+                                 f"folder in memory): the run was stopped.", outcome.seconds, outcome.peak_rss)
     finally:
         isolation.cgroup_cleanup(group)
         shutil.rmtree(private, ignore_errors=True)
-    outcome.isolation = level.describe() + (f", at most {isolation.MAX_TASKS} tasks" if group else "")
+    outcome.isolation = level.describe() + (f", {group.describe()}" if group else "")
     return outcome
 
 
