@@ -25,7 +25,7 @@ from ..notebooks import BEGIN, CHECK_CALL, STUB, cell_source, cell_tags
 from .judge import ANSWERS_FILE, KERNEL_SAVE
 from .reference import RefExercise
 
-__all__ = ["GRADER_KEY", "build_graded_notebook", "checks_source", "code_of", "suspicious"]
+__all__ = ["GRADER_KEY", "build_graded_notebook", "checks_source", "code_of", "continued_error", "suspicious"]
 
 GRADER_KEY = "llmcourse_grader"
 SUSPICIOUS = [  # (pattern over the student's own code cells, note for the instructor)
@@ -117,11 +117,12 @@ def _match(cells: list, refs: list[RefExercise]) -> dict[str, list[int]]:
     return matches
 
 
-def build_graded_notebook(student: Any, refs: list[RefExercise], nonce: str, seed: int | None = None
-                          ) -> tuple[Any, dict[str, str]]:
+def build_graded_notebook(student: Any, refs: list[RefExercise], nonce: str, seed: int | None = None,
+                          go_on: bool = True) -> tuple[Any, dict[str, str]]:
     """The notebook to run, and a note per exercise on how its cell was found ("" when all is as released).
 
-    With `seed`, exercises whose reference carries an answer spec get an answer cell instead of the check cell."""
+    With `seed`, exercises whose reference carries an answer spec get an answer cell instead of the check cell.
+    With `go_on`, the run goes on past a cell that fails (a submission); without, it stops there (the reference)."""
     known = {ex.id for ex in refs}
     kept = [c for c in student.cells if not (c.cell_type == "code" and "check" in cell_tags(c))]
     matches = _match(kept, refs)
@@ -149,6 +150,11 @@ def build_graded_notebook(student: Any, refs: list[RefExercise], nonce: str, see
         cell.metadata.pop(GRADER_KEY, None)  # only the grader marks cells
         if i in matched:
             cell.metadata["tags"] = sorted(set(cell_tags(cell)) | {"raises-exception"})
+        elif go_on and cell.cell_type == "code" and "raises-exception" not in cell_tags(cell):
+            # the course's cells (and the student's own): one that fails, say on a name an unsolved exercise never
+            # bound, does not stop the run, so the exercises after it are still graded (`continued_error`)
+            cell.metadata["tags"] = sorted(set(cell_tags(cell)) | {"raises-exception"})
+            cell.metadata[GRADER_KEY] = {"nonce": nonce, "role": "continued"}
         if i in after:
             cell.metadata[GRADER_KEY] = {"nonce": nonce, "role": "exercise", "exercise": after[i].id}
         cells.append(cell)
@@ -159,6 +165,20 @@ def build_graded_notebook(student: Any, refs: list[RefExercise], nonce: str, see
     graded = nbformat.v4.new_notebook(cells=cells, metadata=dict(student.metadata))
     graded.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return graded, notes
+
+
+def continued_error(executed: Any, nonce: str) -> str:
+    """The first error of a cell the run went on past (see `build_graded_notebook`), as the run's message; "" if
+    none."""
+    for cell in executed.cells:
+        meta = cell.get("metadata", {}).get(GRADER_KEY)
+        if not (isinstance(meta, dict) and meta.get("nonce") == nonce and meta.get("role") == "continued"):
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return (f"cell {cell.get('execution_count') or '?'} raised {out.get('ename')}: {out.get('evalue')} "
+                        f"(the run went on past it, so the exercises after it were still graded)")
+    return ""
 
 
 def code_of(nb: Any) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ...files import atomic_write
 from ..notebooks import notebook_text
-from .assemble import build_graded_notebook, suspicious
+from .assemble import build_graded_notebook, continued_error, suspicious
 from .failures import StageFailed, failed_rows, stage
 from .judge import read_answers
 from .limits import MESSAGE_CHARS, OutputWatch, cap_outputs, clean, mib
@@ -128,6 +128,11 @@ def _grade(job: Job, refs: list[RefExercise], out: Path, settings: Settings, sto
         with stage("reading the verdicts"):
             record["rows"] = read_verdicts(executed, refs, notes, nonce, outcome.status, outcome.message, answers,
                                            settings.expected)
+            # the run completed, past a cell that failed: each exercise was judged as the run left it, and the
+            # submission's status says which cell failed
+            failed = continued_error(executed, nonce) if outcome.status == "completed" and executed is not None else ""
+            if failed:
+                outcome.status, outcome.message = "error", failed
         if executed is not None and outcome.status != "interrupted":
             with stage("storing the executed notebook"):
                 stamp_verdicts(executed, record["rows"], nonce)
@@ -156,7 +161,7 @@ def expected_answers(reference_nb, refs: list[RefExercise], settings: Settings) 
     from ...errors import GradingError
 
     judged = [ex.id for ex in refs if ex.answer is not None]
-    graded, _ = build_graded_notebook(reference_nb, refs, secrets.token_hex(16), settings.seed)
+    graded, _ = build_graded_notebook(reference_nb, refs, secrets.token_hex(16), settings.seed, go_on=False)
     tmp = Path(tempfile.mkdtemp(prefix="reference-", dir=settings.workdir))
     try:
         work, src, dst = tmp / "work", tmp / "reference_input.ipynb", tmp / "reference_output.ipynb"
