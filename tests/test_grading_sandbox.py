@@ -301,6 +301,10 @@ def test_the_control_group_stops_a_burst_of_memory_the_watchdog_misses(tmp_path,
     system and recorded as `memory` (without the group it completed: the burst fell between two reads)."""
     from llmcourse.teaching import sandbox
 
+    probe = isolation.cgroup_create(memory_bytes=2**29)
+    isolation.cgroup_cleanup(probe)
+    if probe is None or not probe.memory_bytes:
+        pytest.skip("this machine lets the grader make no memory control group with a limit")
     monkeypatch.setattr(sandbox, "POLL_S", 5.0)
     made = []
     create = isolation.cgroup_create
