@@ -69,11 +69,10 @@ class ControlGroups:
         group = next((p for p in self.paths if p.parent == MEMORY_V1), None)
         if group is None:
             return False
-        try:
+        try:  # kernels before 4.13 keep no kill count (memory.failcnt counts reclaims too): a kill there reads
+            # as the kernel's death, "crashed"
             control = dict(line.split() for line in (group / "memory.oom_control").read_text().splitlines())
-            if "oom_kill" in control:
-                return int(control["oom_kill"]) > 0
-            return int((group / "memory.failcnt").read_text()) > 0  # kernels before 4.13 keep no kill count
+            return int(control.get("oom_kill", 0)) > 0
         except (OSError, ValueError):
             return False
 
