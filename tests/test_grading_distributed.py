@@ -89,6 +89,7 @@ def _kill_when_flagged(flags: Path, killed: list[tuple[int, bool]], deadline_s: 
     end = time.monotonic() + deadline_s
     while time.monotonic() < end and len(killed) < times:
         for pid in sorted({int(p.name) for p in flags.iterdir()} - {pid for pid, _ in killed}):
+            time.sleep(0.5)  # lets the client fetch what this worker finished before (it would be run again)
             ours = psutil.Process(pid).ppid() == os.getpid()  # a worker process of this test's local cluster
             os.kill(pid, signal.SIGKILL)
             killed.append((pid, ours))
@@ -139,7 +140,11 @@ def test_a_killed_worker_loses_nothing(tmp_path, monkeypatch, capsys):
     stored = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in results}
     assert all(verify(r, key) for r in stored.values())
     assert stored["sleeper"]["attempts"] == 2  # the killed run and the one that finished
-    assert all("attempts" not in r for name, r in stored.items() if name != "sleeper")
+    # A submission that had finished on the killed worker, its result not yet fetched, is run again by Dask (a lost
+    # result is recomputed; CI saw it once for "untouched"): two starts at most, and the grader says so.
+    again = {name: r["attempts"] for name, r in stored.items() if name != "sleeper" and "attempts" in r}
+    assert set(again.values()) <= {2}, again
+    assert all(f"{name}: started 2 times on the cluster" in out for name in again)
     assert all((tmp_path / "cluster" / "notebooks" / f"{name}.ipynb").is_file() for name in stored)
     assert "sleeper: started 2 times on the cluster" in out
 
@@ -223,7 +228,8 @@ def test_real_kernels_on_a_local_cluster_with_a_worker_killed(tmp_path, monkeypa
     got = scores(tmp_path / "grades")
     assert {name: (status, score) for name, (status, score, _) in got.items()} == {
         "honest": ("completed", FULL), "sleeper": ("completed", FULL), "untouched": ("completed", 0.0)}
-    assert {r["submission"]: r.get("attempts", 1) for r in records} == {"honest": 1, "sleeper": 2, "untouched": 1}
+    starts = {r["submission"]: r.get("attempts", 1) for r in records}
+    assert starts["sleeper"] == 2 and {starts["honest"], starts["untouched"]} <= {1, 2}, starts  # see the test above
 
 
 def test_a_malformed_local_scheduler_is_refused(tmp_path):
