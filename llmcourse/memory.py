@@ -105,8 +105,9 @@ class Estimate:
     trainable_params: int
     breakdown: dict[str, int]
     params_by_type: dict[str, int] = field(default_factory=dict)
-    # training: the activations and temporaries of the forward and backward passes at their own peak, even when the
-    # optimizer step is the moment the breakdown describes (the part that sequence and tensor parallelism split)
+    # training: the most activations and temporaries the forward and backward passes hold at any moment, even when
+    # the optimizer step (or the end of the backward, all gradients made) is the moment the breakdown describes (the
+    # part that sequence and tensor parallelism split)
     pass_activations: int = 0
 
     @property
@@ -315,7 +316,68 @@ def _extrapolate(config, task, dtype, quant, batch, seq_len, lora_r, gc, device)
         return _simulate_cached(cfg.to_json_string(use_diff=False), cfg.model_type, task, dtype, quant, batch,
                                 seq_len, lora_r, gc, device)
 
-    return {k: max(0, v) for k, v in _depth_extrapolated(config, run).items()}
+    n = _num_layers(config)
+    if _decoder_layers(config) is None and n > 3:
+        sim = _trace_extrapolated(run(_with_layers(config, 2)), run(_with_layers(config, 3)), n)
+    else:
+        sim = _depth_extrapolated(config, lambda cfg: {k: v for k, v in run(cfg).items()
+                                                       if k not in ("trace", "marks")})
+    return {k: max(0, v) for k, v in sim.items()}
+
+
+def _trace_extrapolated(r2: dict, r3: dict, n: int) -> dict[str, int]:
+    """The simulation's peak at depth `n` from the traces of its 2- and 3-layer runs, part by part.
+
+    The peak's moment can move with depth: a short stack peaks at the end of the backward pass (the embeddings'
+    gradients), a deep one at the end of the forward pass (every layer's activations with the logits); extrapolating
+    the two runs' peaks as one straight line then misses (by the embeddings' gradients at SmolLM2-135M's shape). So
+    the runs are cut where the simulation marked them (each layer's forward, the backward, each layer's backward:
+    `simulation._LayerMarks`), each part of the 3-layer run is paired with the same part of the 2-layer run (the
+    first layer with the first, the last with the last; a middle layer lies between the two), every operation's bytes
+    are extrapolated to depth `n` on their own, and the peak is the largest of them. Without marks, or with parts
+    that do not pair, the two peaks are extrapolated as before.
+    """
+    import numpy as np
+
+    parts2, parts3 = _parts(r2, 2), _parts(r3, 3)
+    if not parts3 or set(parts2) != set(parts3):
+        return {k: r3[k] + (r3[k] - r2[k]) * (n - 3) for k in r2 if k not in ("trace", "marks")}
+    at_depth = []
+    for role, ops3 in parts3.items():
+        ops2 = parts2[role]
+        if len(ops2) != len(ops3):  # the same part with other operations (rare): its peaks, paired
+            if not (len(ops2) and len(ops3)):
+                continue
+            ops2, ops3 = ops2[[ops2[:, 0].argmax()]], ops3[[ops3[:, 0].argmax()]]
+        at_depth.append(ops3 + (ops3 - ops2) * (n - 3))
+    every = np.concatenate(at_depth)
+    live, small, large, grads, kv = (int(x) for x in every[every[:, 0].argmax()])
+    return {"peak": live, "gradients": grads, "kv": kv, "activations": live - grads - kv,
+            "small_peak": int(every[:, 1].max()), "large_peak": int(every[:, 2].max()),
+            "activation_peak": int((every[:, 0] - every[:, 3] - every[:, 4]).max())}
+
+
+def _parts(run: dict, layers: int) -> dict:
+    """A simulated run's trace cut at its marks: {role: operations}, the role naming the first and the last layer
+    alike at every depth; a middle layer's parts are left out. Empty if the run has no marks or a role twice."""
+    trace, marks = run.get("trace"), run.get("marks", ())
+    if trace is None or not marks:
+        return {}
+    # where two marks fall on the same operation (a layer's backward ends where the next one's starts), the end
+    # comes first, so that the operations after them belong to the layer that starts
+    cuts = [("start", -1, 0), *sorted(marks, key=lambda m: (m[2], not m[0].endswith("_end")))]
+    parts: dict = {}
+    for (kind, layer, begin), (_, _, end) in zip(cuts, [*cuts[1:], ("end", -1, len(trace))]):
+        if layer == -1:
+            role: tuple = (kind,)
+        elif layer in (0, layers - 1):
+            role = (kind, "first" if layer == 0 else "last")
+        else:
+            continue
+        if role in parts:
+            return {}
+        parts[role] = trace[begin:end]
+    return parts
 
 
 @functools.lru_cache(maxsize=256)
@@ -435,4 +497,4 @@ def estimate(model_or_config: Any, task: Task = "inference", *, dtype: Dtype | N
                     gradient_checkpointing=gc, lora_r=lora, new_tokens=new_tokens if task == "inference" else 0,
                     device=device, params=counts["params"], trainable_params=trainable,
                     breakdown={k: int(v) for k, v in breakdown.items()}, params_by_type=counts["by_type"],
-                    pass_activations=int(sim["activations"]) if task not in FORWARD_ONLY else 0)
+                    pass_activations=int(sim["activation_peak"]) if task not in FORWARD_ONLY else 0)

@@ -96,6 +96,8 @@ class LiveBytes:
         # glibc serves blocks above its mmap threshold (at most 32 MiB) with mmap and gives them back when freed,
         # smaller ones from heaps that keep freed memory: the peak of the small ones is what a heap must hold
         self.small = self.small_peak = self.large = self.large_peak = 0
+        # after each operation: (live bytes, small blocks' bytes, large blocks' bytes, the last serial number)
+        self.trace: list[tuple[int, int, int, int]] = []
 
     def _free(self, key: int) -> None:
         n = self.live.pop(key, (0, 0))[1]
@@ -134,6 +136,7 @@ class LiveBytes:
             if self.current > self.peak:
                 self.peak = self.current
                 self.peak_snapshot = dict(self.live.values())
+        self.trace.append((self.current, self.small, self.large, self.serial))
 
     def __enter__(self):
         self.mode.__enter__()
@@ -284,7 +287,10 @@ def _meta_dropout(device: str):
 @meta_patches()
 def simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, seq_len: int, lora_r: int | None,
               gradient_checkpointing: bool, device: str = "cpu") -> dict[str, int]:
-    """Run the task on meta tensors; return the peak live bytes split into activations / gradients / kv."""
+    """Run the task on meta tensors; return the peak live bytes split into activations / gradients / kv, the peaks
+    of the small and the large blocks, the highest activations at any moment (`activation_peak`: at the end of a
+    deep model's backward the gradients make the peak, with few activations left), and the run's trace and marks
+    (for `memory._trace_extrapolated`)."""
     import torch
 
     model = meta_model(config, dtype)
@@ -307,11 +313,14 @@ def simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, 
     params = list(model.parameters()) + list(model.buffers())
     tracker = LiveBytes(p.untyped_storage()._cdata for p in params)
     kv_keys: set[int] = set()
-    with _meta_attention(device), _meta_dropout(device), tracker:
+    kv_sizes: dict[int, int] = {}
+    marks = _LayerMarks(tracker, _layer_stack(model, config))
+    with _meta_attention(device), _meta_dropout(device), tracker, marks:
         if train:
             out = model(**kwargs)
             loss = out.loss if getattr(out, "loss", None) is not None else out[0].float().mean()
             del out
+            marks.mark("backward")
             loss.backward()
             del loss
         else:
@@ -321,11 +330,93 @@ def simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, 
                 except TypeError:
                     kwargs.pop("logits_to_keep", None)
                     out = model(**kwargs)
-            kv_keys = {tracker.serial_of(t) for t in _cache_tensors(out)}
+            cache = _cache_tensors(out)
+            kv_keys = {tracker.serial_of(t) for t in cache}
+            kv_sizes = {tracker.serial_of(t): t.untyped_storage().nbytes() for t in cache}
             del out
-    grad_keys = {tracker.serial_of(p.grad) for p in model.parameters() if p.grad is not None}
+    grad_sizes = {tracker.serial_of(p.grad): p.grad.untyped_storage().nbytes() for p in model.parameters()
+                  if p.grad is not None}
     snap = tracker.peak_snapshot
-    grads = sum(n for k, n in snap.items() if k in grad_keys)
+    grads = sum(n for k, n in snap.items() if k in grad_sizes)
     kv = sum(n for k, n in snap.items() if k in kv_keys)
+    trace = _trace(tracker, grad_sizes, kv_sizes)
     return {"peak": tracker.peak, "gradients": grads, "kv": kv, "activations": tracker.peak - grads - kv,
-            "small_peak": tracker.small_peak, "large_peak": tracker.large_peak}
+            "small_peak": tracker.small_peak, "large_peak": tracker.large_peak,
+            "activation_peak": int((trace[:, 0] - trace[:, 3] - trace[:, 4]).max(initial=0)),
+            "trace": trace, "marks": tuple(marks.marks)}
+
+
+def _layer_stack(model, config):
+    """The model's stack of identical layers (the ModuleList as long as the config's depth), or None."""
+    import torch
+
+    depth = getattr(config, "num_hidden_layers", None)
+    for module in model.modules():
+        if (isinstance(module, torch.nn.ModuleList) and len(module) == depth and depth
+                and len({type(m) for m in module}) == 1):
+            return module
+    return None
+
+
+class _LayerMarks:
+    """Where in the trace each layer's forward starts and ends, the backward starts, and each layer's backward
+    starts and ends: hooks on the layers (forward) and on their input and output tensors (backward), which read
+    nothing and make no tensor. Each mark is (kind, layer or -1, trace position)."""
+
+    def __init__(self, tracker: LiveBytes, stack):
+        self.tracker, self.stack, self.marks, self.handles = tracker, stack, [], []
+        self.in_backward = False
+
+    def mark(self, kind: str, layer: int = -1) -> None:
+        if kind == "backward":
+            self.in_backward = True
+        self.marks.append((kind, layer, len(self.tracker.trace)))
+
+    def _first_tensor(self, value):
+        import torch
+        from torch.utils._pytree import tree_flatten
+
+        return next((t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)), None)
+
+    def _on_grad(self, tensor, kind: str, layer: int) -> None:
+        if tensor is not None and tensor.requires_grad:
+            tensor.register_hook(lambda grad: self.mark(kind, layer))
+
+    def __enter__(self):
+        if self.stack is None:
+            return self
+        for i, layer in enumerate(self.stack):
+            def pre(module, args, kwargs, i=i):
+                if not self.in_backward:  # a checkpointed layer runs its forward again during the backward
+                    self.mark("forward", i)
+                    self._on_grad(self._first_tensor((args, kwargs.get("hidden_states"))), "backward_end", i)
+
+            def post(module, args, kwargs, output, i=i):
+                if not self.in_backward:
+                    self.mark("forward_end", i)
+                    self._on_grad(self._first_tensor(output), "backward_layer", i)
+
+            self.handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
+            self.handles.append(layer.register_forward_hook(post, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def _trace(tracker: LiveBytes, grad_sizes: dict[int, int], kv_sizes: dict[int, int]):
+    """The run, operation by operation: an int64 array of (live, small blocks, large blocks, gradients, KV cache)
+    bytes after each. A gradient (or a cache tensor) is alive from the operation that made it to the end of the run."""
+    import numpy as np
+
+    made = sorted([(serial, n, 0) for serial, n in grad_sizes.items() if serial is not None]
+                  + [(serial, n, 1) for serial, n in kv_sizes.items() if serial is not None])
+    rows, held, i = [], [0, 0], 0
+    for live, small, large, serial in tracker.trace:
+        while i < len(made) and made[i][0] <= serial:
+            held[made[i][2]] += made[i][1]
+            i += 1
+        rows.append((live, small, large, held[0], held[1]))
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)
