@@ -316,16 +316,16 @@ def _extrapolate(config, task, dtype, quant, batch, seq_len, lora_r, gc, device)
         return _simulate_cached(cfg.to_json_string(use_diff=False), cfg.model_type, task, dtype, quant, batch,
                                 seq_len, lora_r, gc, device)
 
-    n = _num_layers(config)
+    n, sim = _num_layers(config), None
     if _decoder_layers(config) is None and n > 3:
         sim = _trace_extrapolated(run(_with_layers(config, 2)), run(_with_layers(config, 3)), n)
-    else:
+    if sim is None:  # an encoder-decoder, a shallow model, or runs whose parts do not pair: the peaks, on lines
         sim = _depth_extrapolated(config, lambda cfg: {k: v for k, v in run(cfg).items()
                                                        if k not in ("trace", "marks")})
     return {k: max(0, v) for k, v in sim.items()}
 
 
-def _trace_extrapolated(r2: dict, r3: dict, n: int) -> dict[str, int]:
+def _trace_extrapolated(r2: dict, r3: dict, n: int) -> dict[str, int] | None:
     """The simulation's peak at depth `n` from the traces of its 2- and 3-layer runs, part by part.
 
     The peak's moment can move with depth: a short stack peaks at the end of the backward pass (the embeddings'
@@ -334,14 +334,14 @@ def _trace_extrapolated(r2: dict, r3: dict, n: int) -> dict[str, int]:
     the runs are cut where the simulation marked them (each layer's forward, the backward, each layer's backward:
     `simulation._LayerMarks`), each part of the 3-layer run is paired with the same part of the 2-layer run (the
     first layer with the first, the last with the last; a middle layer lies between the two), every operation's bytes
-    are extrapolated to depth `n` on their own, and the peak is the largest of them. Without marks, or with parts
-    that do not pair, the two peaks are extrapolated as before.
+    are extrapolated to depth `n` on their own, and the peak is the largest of them. None without marks, or with
+    parts that do not pair (the caller then extrapolates the two peaks, `_depth_extrapolated`).
     """
     import numpy as np
 
     parts2, parts3 = _parts(r2, 2), _parts(r3, 3)
     if not parts3 or set(parts2) != set(parts3):
-        return {k: r3[k] + (r3[k] - r2[k]) * (n - 3) for k in r2 if k not in ("trace", "marks")}
+        return None
     at_depth = []
     for role, ops3 in parts3.items():
         ops2 = parts2[role]

@@ -312,8 +312,7 @@ def simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, 
     kwargs, _ = _inputs(model.get_base_model() if hasattr(model, "peft_config") else model, batch, seq_len, task)
     params = list(model.parameters()) + list(model.buffers())
     tracker = LiveBytes(p.untyped_storage()._cdata for p in params)
-    kv_keys: set[int] = set()
-    kv_sizes: dict[int, int] = {}
+    kv_sizes: dict[int, int] = {}  # serial number -> bytes of each KV cache tensor
     marks = _LayerMarks(tracker, _layer_stack(model, config))
     with _meta_attention(device), _meta_dropout(device), tracker, marks:
         if train:
@@ -330,15 +329,13 @@ def simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, 
                 except TypeError:
                     kwargs.pop("logits_to_keep", None)
                     out = model(**kwargs)
-            cache = _cache_tensors(out)
-            kv_keys = {tracker.serial_of(t) for t in cache}
-            kv_sizes = {tracker.serial_of(t): t.untyped_storage().nbytes() for t in cache}
+            kv_sizes = {tracker.serial_of(t): t.untyped_storage().nbytes() for t in _cache_tensors(out)}
             del out
     grad_sizes = {tracker.serial_of(p.grad): p.grad.untyped_storage().nbytes() for p in model.parameters()
                   if p.grad is not None}
     snap = tracker.peak_snapshot
     grads = sum(n for k, n in snap.items() if k in grad_sizes)
-    kv = sum(n for k, n in snap.items() if k in kv_keys)
+    kv = sum(n for k, n in snap.items() if k in kv_sizes)
     trace = _trace(tracker, grad_sizes, kv_sizes)
     return {"peak": tracker.peak, "gradients": grads, "kv": kv, "activations": tracker.peak - grads - kv,
             "small_peak": tracker.small_peak, "large_peak": tracker.large_peak,
