@@ -96,13 +96,22 @@ def _kill_when_flagged(flags: Path, killed: list[tuple[int, bool]], deadline_s: 
         time.sleep(0.1)
 
 
-def _with_fakes(monkeypatch, flags: Path, every_run: bool = False) -> None:
-    """Install the fake runner on every worker of the clusters that grade() connects to."""
+def _with_fakes(monkeypatch, flags: Path, every_run: bool = False, keys: list | None = None) -> None:
+    """Install the fake runner on every worker of the clusters that grade() connects to; the keys of the tasks
+    submitted are appended to `keys`."""
     connect = distributed_module.connect
 
     def connect_with_fakes(scheduler):
         client, cluster = connect(scheduler)
         client.register_plugin(FakeKernels(str(flags), every_run))
+        submit = client.submit
+
+        def submit_and_note(*args, **kwargs):
+            if keys is not None:
+                keys.append(kwargs["key"])
+            return submit(*args, **kwargs)
+
+        client.submit = submit_and_note
         return client, cluster
 
     monkeypatch.setattr(distributed_module, "connect", connect_with_fakes)
@@ -171,6 +180,40 @@ def test_a_submission_whose_workers_keep_dying_is_an_error_graded_again(tmp_path
     assert "KilledWorker" in sleeper["message"] and "grading it on the cluster" in sleeper["message"]
     assert {name: r["status"] for name, r in records.items()} == dict.fromkeys(["honest", "untouched", "wrong"],
                                                                                 "completed")
+
+
+@pytest.mark.slow
+@pytest.mark.platform("linux", "darwin")
+def test_a_submission_queued_behind_one_that_kills_its_workers_is_still_graded(tmp_path, monkeypatch):
+    """One worker, allowed no failure; the sleeper is submitted first and its worker killed. The scheduler has sent the
+    worker every task at once (worker-saturation inf; Dask's default of 1.1 sends it more than one too, but which ones
+    varies), so the other three wait in that worker's queue and Dask gives them up with the sleeper. The grader submits
+    each of them again, as they never started, and they are graded; only the sleeper is an error."""
+    import dask
+
+    monkeypatch.setattr(distributed_module, "ALLOWED_FAILURES", 0)
+    subs = small_batch(tmp_path / "in")
+    subs = [subs[-1], *subs[:-1]]  # the sleeper first: the worker starts it, the others queue behind it
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    keys: list[str] = []
+    _with_fakes(monkeypatch, flags, keys=keys)
+    killed: list = []
+    killer = threading.Thread(target=_kill_when_flagged, args=(flags, killed, 90.0), daemon=True)
+    killer.start()
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        records = {r["submission"]: r for r in grade(subs, FIXTURE, out=tmp_path / "grades", timeout=60,
+                                                      scheduler="local:1", progress=False)}
+    killer.join(1)
+    assert len(killed) == 1 and killed[0][1], killed
+    sleeper = records.pop("sleeper")
+    assert (sleeper["status"], sleeper["retry"], sleeper.get("attempts", 1)) == ("error", True, 1)
+    assert "KilledWorker" in sleeper["message"]
+    innocent = ["honest", "untouched", "wrong"]
+    assert {name: r["status"] for name, r in records.items()} == dict.fromkeys(innocent, "completed")
+    again = sorted(key.rsplit("-", 2)[1] for key in keys if not key.endswith("-0"))
+    assert again == innocent, keys  # each submitted once more, the sleeper never
+    assert not any("attempts" in r for r in records.values())  # none had started before its second submission
 
 
 SLEEP_CELL = """import os, time

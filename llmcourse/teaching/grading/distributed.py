@@ -12,7 +12,11 @@ the same per-submission work as a local batch (`execute.grade_one`) and takes th
   ``distributed.scheduler.allowed-failures`` (``ALLOWED_FAILURES`` on a ``local:N`` cluster; set it on your own
   scheduler). Such a submission is then reported ``error`` and graded again by the next run. A task that raises (the
   grader's own trouble on that worker) is tried ``RETRIES`` more times. Each start of a task is logged as a Dask event
-  (topic ``EVENT_TOPIC``), so the grader knows which submission ran more than once.
+  (topic ``EVENT_TOPIC``), so the grader knows which submission ran more than once;
+- Dask counts a worker's death against every task the worker held, those waiting in its queue behind the one that ran
+  included. A submission given up for deaths it was not running for (it started fewer times than it was blamed) is
+  submitted again under a new key, ``RESUBMITS`` times at most, so that a submission that kills its workers does not
+  take the innocent ones queued behind it down with it.
 
 Dask is an optional dependency (the ``grading`` extra), imported only here and only when ``--scheduler`` is given.
 """
@@ -37,10 +41,11 @@ from .limits import thread_env
 from .reference import RefExercise
 from .workdir import batch_workdir
 
-__all__ = ["ALLOWED_FAILURES", "EVENT_TOPIC", "RETRIES", "Cluster", "connect", "grade_remote",
+__all__ = ["ALLOWED_FAILURES", "EVENT_TOPIC", "RESUBMITS", "RETRIES", "Cluster", "connect", "grade_remote",
            "local_workers", "require_dask"]
 
 ALLOWED_FAILURES = 2  # worker deaths one submission survives on a local:N cluster (the scheduler's allowed-failures)
+RESUBMITS = 2  # further submissions of one given up for worker deaths it was not running for (see above)
 RETRIES = 1  # further tries of a task that raised on its worker (never the student's doing: grade_one catches that)
 EVENT_TOPIC = "llmcourse-grading"  # one event per start of a task: {"task" (its key), "submission", "worker"}
 _LOCAL = re.compile(r"local:(\d+)")
@@ -116,30 +121,47 @@ class Cluster:
         """Grade `jobs` on the workers; yield (job, record, executed notebook text or None, times started) as each
         ends. Nothing is written here. A task that failed on the cluster (its workers kept dying, or it raised)
         yields a ``failed_record`` (status error, graded again by the next run)."""
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         digest = cache_key([checks_source().encode()], length=40)
         batch = secrets.token_hex(4)
+        keys: dict[str, list[str]] = {}  # submission -> the keys it was submitted under, the latest last
+
+        def submit(job: Job, content: bytes):
+            keys.setdefault(job.name, []).append(f"llmcourse-grade-{batch}-{job.name}-{len(keys.get(job.name, []))}")
+            future = self.client.submit(grade_remote, job, content, refs, reference, settings, digest, pure=False,
+                                        retries=RETRIES, key=keys[job.name][-1])
+            self.futures[future] = job, content
+            return future
+
         for job in jobs:
             try:
                 content = job.path.read_bytes()
             except OSError:  # graded here as invalid, with the cause: grade_one stops at reading the file
                 yield job, grade_one(job, refs, reference, Path(), settings), None, 0
                 continue
-            future = self.client.submit(grade_remote, job, content, refs, reference, settings, digest, pure=False,
-                                        retries=RETRIES, key=f"llmcourse-grade-{batch}-{job.name}")
-            self.futures[future] = job
-        for future in as_completed(list(self.futures)):
-            job = self.futures.pop(future)
+            submit(job, content)
+        pending = as_completed(list(self.futures))
+        for future in pending:
+            job, content = self.futures.pop(future)
             try:
                 record, text = future.result()
             except CancelledError as exc:  # the scheduler dropped the batch: not one submission's trouble
                 raise GradingError(f"the Dask cluster cancelled the batch ({type(exc).__name__}: {exc}); the results "
                                    "that came back are saved. Fix: check that the scheduler is still running, then "
                                    "run the same command again to grade the rest.") from None
-            except Exception as exc:  # KilledWorker (its workers kept dying), an exception raised on the worker
+            except KilledWorker as exc:  # its workers kept dying: while it ran, or while it only waited behind
+                blamed = exc.allowed_failures + 1  # the deaths counted against it (the scheduler's own setting)
+                if _starts(self.client)[future.key] < blamed and len(keys[job.name]) <= RESUBMITS:
+                    pending.add(submit(job, content))  # some of them happened while it waited: once more
+                    continue
                 record, text = failed_record(job, refs, reference, StageFailed("grading it on the cluster", exc)), None
-            yield job, record, text, _starts(self.client)[future.key]
+            except Exception as exc:  # an exception raised on the worker (after RETRIES more tries)
+                record, text = failed_record(job, refs, reference, StageFailed("grading it on the cluster", exc)), None
+            finally:
+                future.release()  # its result leaves the worker: a worker lost now costs no recomputation
+            starts = _starts(self.client)
+            yield job, record, text, sum(starts[key] for key in keys[job.name])
 
 
 def _starts(client) -> Counter:
