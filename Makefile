@@ -49,7 +49,7 @@ lint: setup
 # Everything, in one pytest run (its closing line counts unit tests and notebooks): lint first.
 test: setup lint
 	$(OFFLINE) $(BIN)/python -m pytest tests week*/*.ipynb --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=1200 $(PYTEST_ARGS)
+		--nbval-cell-timeout=1200 --durations=25 $(PYTEST_ARGS)
 
 # The fast loop: unit tests without the slow ones (under 3 minutes on 2 cores); make test runs everything.
 unit: setup

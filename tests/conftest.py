@@ -10,11 +10,34 @@ Tiny model configs for the tests are in tests/tiny_configs.py. The fixture `smol
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
 
 PLATFORMS = ("linux", "darwin", "win32")  # sys.platform values
+# Variables that change how fast every process started later runs: the notebooks' kernels inherit this process's
+# environment (nbval --nbval-current-env), so a test that leaves one set makes CI's notebook runtimes wrong.
+SPEED_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                   "OMP_WAIT_POLICY", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX",
+                   "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_", "LLMCOURSE_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def _no_speed_variable_left_behind():
+    """Fail the test that leaves a SPEED_VARIABLES entry changed (and put it back): Dask's nanny once did, and every
+    notebook CI ran afterwards had one OpenMP thread and glibc trimming every 64 KiB (week 6.2 took 2x its time)."""
+    before = {name: os.environ.get(name) for name in SPEED_VARIABLES}
+    yield
+    changed = {name: (was, os.environ.get(name)) for name, was in before.items() if os.environ.get(name) != was}
+    for name, (was, _) in changed.items():
+        if was is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = was
+    if changed:
+        pytest.fail(f"this test left {changed} (before, after) in os.environ, which every process started later "
+                    "inherits. Fix: use monkeypatch.setenv, or undo what the code under test writes there.")
 
 
 def _cuda_available() -> bool:

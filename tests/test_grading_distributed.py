@@ -275,6 +275,22 @@ def test_real_kernels_on_a_local_cluster_with_a_worker_killed(tmp_path, monkeypa
     assert starts["sleeper"] == 2 and {starts["honest"], starts["untouched"]} <= {1, 2}, starts  # see the test above
 
 
+NANNY_DEFAULTS = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@pytest.mark.platform("linux", "darwin")
+def test_the_workers_and_this_process_keep_this_process_environment():
+    """Dask's nanny gives its workers one OpenMP thread and glibc trimming every 64 KiB freed, and writes them into
+    this process's environment too: every notebook kernel CI started after these tests inherited them, and week 6.2
+    ran 2x slower. A local:N cluster's workers see this process's environment, and leaving it puts it back exactly."""
+    before = dict(os.environ)
+    with distributed_module.Cluster("local:1") as cluster:
+        seen = cluster.client.run(lambda: {name: os.environ.get(name) for name in NANNY_DEFAULTS})
+        cluster.client.restart()  # the nanny writes its variables again before each start
+    assert dict(os.environ) == before
+    assert list(seen.values()) == [{name: before.get(name) for name in NANNY_DEFAULTS}]
+
+
 def test_a_malformed_local_scheduler_is_refused(tmp_path):
     sub = write(tmp_path / "in", "honest", honest())
     for bad in ("local", "local:0", "local:two"):

@@ -76,7 +76,11 @@ def connect(scheduler: str):
     """(client, cluster): a client of the scheduler at `scheduler`, or of a LocalCluster started for ``local:N``.
 
     The local cluster has N single-threaded worker processes, no memory limit of Dask's own (the sandbox limits each
-    submission) and ``ALLOWED_FAILURES``; cluster is None for a running scheduler.
+    submission) and ``ALLOWED_FAILURES``; cluster is None for a running scheduler. Its workers, and the kernels they
+    start, get this process's environment as it is: none of the variables Dask's nanny sets by default
+    (``distributed.nanny.pre-spawn-environ``: one OpenMP/MKL/OpenBLAS thread, glibc trimming every 64 KiB freed),
+    which would make a kernel on a worker slower than the same kernel in a local batch (`Cluster` undoes what the
+    nanny still writes into this process's environment).
     """
     distributed = require_dask()
     workers = local_workers(scheduler)
@@ -89,7 +93,8 @@ def connect(scheduler: str):
                                "use --scheduler local:N.") from None
     import dask
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                          "distributed.nanny.pre-spawn-environ": {}}):
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
                                            dashboard_address=None)
     return distributed.Client(cluster), cluster
@@ -99,22 +104,33 @@ class Cluster:
     """A connection to the cluster at `scheduler` (or the ``local:N`` one it starts), for one batch.
 
     Used as a context manager: leaving the block cancels what has not finished and closes the client, and the cluster
-    of ``local:N`` (its worker processes end, and the runners with them: `sandbox._die_with_grader`).
+    of ``local:N`` (its worker processes end, and the runners with them: `sandbox._die_with_grader`). It also puts
+    back this process's environment: the nanny of a ``local:N`` worker runs in this process and writes its worker's
+    variables into it before each start (``PYTHONHASHSEED`` and a parent pid even when told to set none), and every
+    process started here later (a local batch's kernels, a notebook run) would inherit them.
     """
 
     def __init__(self, scheduler: str):
-        self.client, self.cluster = connect(scheduler)
+        self.environ = dict(os.environ)
+        try:
+            self.client, self.cluster = connect(scheduler)
+        except BaseException:
+            _restore(self.environ)
+            raise
         self.futures: dict = {}
 
     def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self.futures:
-            self.client.cancel(list(self.futures), force=True)
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        try:
+            if self.futures:
+                self.client.cancel(list(self.futures), force=True)
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            _restore(self.environ)
 
     def results(self, jobs: list[Job], refs: list[RefExercise], reference: Path,
                 settings: Settings) -> Iterator[tuple[Job, dict, str | None, int]]:
@@ -162,6 +178,13 @@ class Cluster:
                 future.release()  # its result leaves the worker: a worker lost now costs no recomputation
             starts = _starts(self.client)
             yield job, record, text, sum(starts[key] for key in keys[job.name])
+
+
+def _restore(environ: dict[str, str]) -> None:
+    """Make this process's environment `environ` again, exactly."""
+    for name in set(os.environ) - set(environ):
+        del os.environ[name]
+    os.environ.update(environ)
 
 
 def _starts(client) -> Counter:
