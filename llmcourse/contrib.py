@@ -18,7 +18,7 @@ from pathlib import Path
 from llmcourse.errors import ConfigError, HardwareError
 
 __all__ = ["check_feature", "check_history", "create_upstream", "feature_record", "fill_template", "history_facts",
-           "history_record", "start_upstream", "template_text"]
+           "history_from_bundle", "history_record", "start_upstream", "template_text"]
 
 _MAINTAINER = ["-c", "user.name=Wordstats Maintainers", "-c", "user.email=maintainers@wordstats.example"]
 # (commit date, message, files) of the upstream history; paths are relative to templates/wordstats without ".tmpl"
@@ -269,15 +269,90 @@ def check_history(repo: str | Path, base: str = "main") -> None:
 def history_record(write_feature, commit_feature, folder: str | Path, stamp: str) -> dict:
     """Exercise 2.2's answer for the grader's judge: in a fresh fork in the empty `folder`, on a feature branch, the
     learner's own `write_feature` (exercise 2.1, so the files are the ones their commit names) writes the feature,
-    `stamp` (the batch's seed draws it) is added to the code, `commit_feature` commits, and what `check_history`
-    verifies comes back as plain data, with the stamp as the commit holds it (nothing committed, nothing stamped)."""
+    `stamp` (the batch's seed draws it) is added to the code and `commit_feature` commits. The answer is the
+    repository itself, not facts about it: its history as a git bundle (base64), the branch checked out and whether
+    the tree is clean. The grader gathers what `check_history` verifies from the bundle (`history_from_bundle`), so
+    code in the kernel cannot forge those facts; only the tree's cleanliness is the kernel's word."""
+    import base64
+
     _, repo = _fresh_fork(Path(folder), "add-sentence-count")
     write_feature(repo)
     core = repo / "wordstats" / "core.py"
     core.write_text(core.read_text(encoding="utf-8") + f"# {stamp}\n", encoding="utf-8")
     commit_feature(repo)
-    facts = history_facts(repo)
-    done = subprocess.run(["git", "show", "HEAD:wordstats/core.py"], cwd=repo, capture_output=True, text=True)
-    return {k: facts[k] for k in ("commits", "subject_length_ok", "subject_format", "body", "code_and_test")} | {
-        "on_branch": facts["branch"] != "main", "clean": not facts["status"],
-        "committed_stamp": (done.stdout.rstrip("\n").splitlines() or [""])[-1]}
+    bundle = Path(folder) / "history.bundle"
+    _git("bundle", "create", "-q", str(bundle), "--all", cwd=repo)
+    return {"bundle": base64.b64encode(bundle.read_bytes()).decode("ascii"),
+            "branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=repo).strip(),
+            "clean": not _git("status", "--porcelain", cwd=repo).strip()}
+
+
+HISTORY_BUNDLE_BYTES = 2**20  # a bigger bundle is refused: the exercise's repository weighs a few KiB
+
+
+def history_from_bundle(answer: object, base: str = "main") -> dict:
+    """What `check_history` verifies, gathered by the grader from the repository a `history_record` answer carries
+    (a git bundle, never code): commits over `base`, on the branch, the message's shape, what the commit touches and
+    the stamp it holds; `clean` is the kernel's word. Raises ValueError for an answer that is not such a record.
+
+    Runs in the grader's process on a student's bytes: git only reads the bundle into a fresh bare repository (no
+    checkout, no hooks, no configuration but git's defaults)."""
+    import base64
+    import binascii
+    import re
+    import tempfile
+
+    if not isinstance(answer, dict) or not isinstance(answer.get("bundle"), str) \
+            or not isinstance(answer.get("branch"), str) or not isinstance(answer.get("clean"), bool):
+        raise ValueError("the answer is not a repository (a git bundle, the branch and whether the tree is clean): "
+                         "it was not made by llmcourse.contrib.history_record")
+    try:
+        data = base64.b64decode(answer["bundle"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the answer's git bundle is not base64") from None
+    if len(data) > HISTORY_BUNDLE_BYTES:
+        raise ValueError(f"the answer's git bundle holds {len(data):,} bytes, more than {HISTORY_BUNDLE_BYTES:,}")
+    with tempfile.TemporaryDirectory(prefix="llmcourse-history-") as tmp:
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": tmp, "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+        def git(*args: str) -> str:
+            try:
+                done = subprocess.run(["git", "-c", "core.hooksPath=" + os.devnull, *args], cwd=tmp, env=env,
+                                      capture_output=True, text=True, errors="replace", timeout=60)
+            except subprocess.TimeoutExpired:
+                raise ValueError(f"git {args[0]} on the answer's bundle took over 60 s") from None
+            if done.returncode != 0:
+                raise ValueError(f"git {args[0]} refused the answer's bundle: {done.stderr.strip()[:200]}")
+            return done.stdout
+
+        Path(tmp, "history.bundle").write_bytes(data)
+        heads = {}
+        for line in git("bundle", "list-heads", "history.bundle").splitlines():
+            oid, _, ref = line.partition(" ")
+            heads[ref] = oid
+        if "HEAD" not in heads or f"refs/heads/{base}" not in heads:
+            raise ValueError(f"the answer's git bundle lacks HEAD or {base}: it holds {sorted(heads)[:5]}")
+        git("init", "-q", "--bare", "repo.git")
+        git("--git-dir=repo.git", "fetch", "-q", "--no-tags", "history.bundle", "+refs/heads/*:refs/heads/*")
+        head = heads["HEAD"]
+
+        def at(*args: str) -> str:
+            return git("--git-dir=repo.git", *args)
+
+        lines = at("log", "-1", "--format=%B", head).strip("\n").splitlines()
+        subject = lines[0] if lines else ""
+        files = at("show", "--name-only", "--format=", head).split()
+        try:
+            stamp = (at("show", f"{head}:wordstats/core.py").rstrip("\n").splitlines() or [""])[-1]
+        except ValueError:  # no such file in the commit
+            stamp = ""
+        branch = answer["branch"]
+        return {"commits": len(at("rev-list", f"{heads[f'refs/heads/{base}']}..{head}").split()),
+                "subject_length_ok": len(subject) <= 72,
+                "subject_format": re.match(SUBJECT_PATTERN, subject) is not None,
+                "body": len(lines) >= 3 and lines[1] == "" and any(line.strip() for line in lines[2:]),
+                "code_and_test": any(f.startswith("wordstats/") for f in files)
+                and any(f.startswith("tests/") for f in files),
+                "on_branch": branch != base and heads.get(f"refs/heads/{branch}") == head,
+                "clean": answer["clean"], "committed_stamp": stamp}

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 from llmcourse import checks
 from llmcourse.teaching import notebooks
-from llmcourse.teaching.grading.judge import KERNEL_SAVE, AnswerSpec, answer_spec, judge
+from llmcourse.teaching.grading.judge import KERNEL_SAVE, AnswerSpec, answer_spec, derived, judge
 from llmcourse.teaching.notebooks import cell_source, find_exercise, read_notebook, replace_solution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +135,8 @@ def judge_tests(table: list[tuple], seed: int, with_request: bool = False, fixtu
                       expected=expected)[0] == "not attempted"
         first = (expected or answer_record(notebook, exercise, make(ctx, request), seed=seed))["answer"]
         other = answer_record(notebook, exercise, make(ctx, request), seed=seed + 1)["answer"]
+        spec = spec_of(notebook, exercise)
+        first, other = derived(first, spec), derived(other, spec)  # a git bundle: its facts
         assert first != other, "the answer does not depend on the batch's seed: it could be computed in advance"
 
     if not fixtures:  # an empty usefixtures() mark only earns a PytestWarning

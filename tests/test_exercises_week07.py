@@ -8,7 +8,7 @@ import tarfile
 import pytest
 import torch
 import torch.nn.functional as F
-from exercise_harness import STUB, judge_tests, run_exercise
+from exercise_harness import STUB, answer_record, judge_tests, judged, run_exercise
 from tiny_configs import tiny_llama_config
 
 NB1 = "week07/01_reading_library_code.ipynb"
@@ -502,6 +502,71 @@ JUDGED = [(NB1, "1.1", lambda request: _tiny_ctx(), JUDGED_WRONG_1_1),
 
 test_the_judge_rejects_the_wrong_answers, test_the_judge_passes_the_reference_and_sees_a_stub_as_not_attempted = (
     judge_tests(JUDGED, SEED, with_request=True))
+
+
+# Exercise 2.2's answer is the repository itself (a git bundle), and the grader reads the facts from it
+# (llmcourse.contrib.history_from_bundle, the spec's "derive"): a kernel that replaces the course's helper to return the
+# facts of a perfect answer does not pass. 2.1 and 3.x still record facts gathered in the kernel (docs/grading.md).
+FORGE_2_2 = """import llmcourse.contrib
+
+
+def commit_feature(repo):
+    pass  # nothing committed: the forgery below speaks for it
+
+
+def _forged(write_feature, commit_feature, folder, stamp):
+    return {facts!r} | {{"committed_stamp": f"# {{stamp}}"}}
+
+
+llmcourse.contrib.history_record = _forged
+"""
+
+
+def test_a_forged_history_record_fails_the_judge(request, monkeypatch):
+    import llmcourse.contrib as contrib
+
+    monkeypatch.setattr(contrib, "history_record", contrib.history_record)  # the forgery below replaces it: restored
+    ctx = _reference_functions(_fork_ctx(request), NB2, "2.1")
+    expected = answer_record(NB2, "2.2", ctx, seed=SEED)
+    facts = contrib.history_from_bundle(expected["answer"])
+    assert facts["commits"] == 1 and facts["code_and_test"] and facts["committed_stamp"].startswith("# batch ")
+    forged = answer_record(NB2, "2.2", dict(ctx), FORGE_2_2.format(facts=facts), seed=SEED)
+    assert forged["answer"] == facts  # exactly what the reference's repository yields, as the old judge compared
+    status, message = judged(NB2, "2.2", dict(ctx), FORGE_2_2.format(facts=facts), seed=SEED, expected=expected)
+    assert status == "failed" and "not a repository" in message, message
+
+
+def test_history_from_bundle_reads_a_real_history_and_refuses_what_is_not_one(tmp_path):
+    import base64
+
+    from llmcourse.contrib import history_from_bundle
+
+    repo = tmp_path / "r"
+    _git("init", "-q", "-b", "main", str(repo), cwd=tmp_path)
+    who = ["-c", "user.name=L", "-c", "user.email=l@example.com"]
+    _git(*who, "commit", "-q", "--allow-empty", "-m", "base", cwd=repo)
+    _git("switch", "-q", "-c", "feature", cwd=repo)
+    (repo / "wordstats").mkdir()
+    (repo / "tests").mkdir()
+    (repo / "wordstats" / "core.py").write_text("x = 1\n# batch 7\n")
+    (repo / "tests" / "test_x.py").write_text("def test_x():\n    pass\n")
+    _git("add", "-A", cwd=repo)
+    _git(*who, "commit", "-q", "-m", "core: add x\n\nWhy: a test needs it.", cwd=repo)
+    _git("bundle", "create", "-q", str(tmp_path / "b"), "--all", cwd=repo)
+    good = {"bundle": base64.b64encode((tmp_path / "b").read_bytes()).decode(), "branch": "feature", "clean": True}
+    assert history_from_bundle(good) == {"commits": 1, "subject_length_ok": True, "subject_format": True,
+                                         "body": True, "code_and_test": True, "on_branch": True, "clean": True,
+                                         "committed_stamp": "# batch 7"}
+    assert history_from_bundle(good | {"branch": "main"})["on_branch"] is False
+    _git("bundle", "create", "-q", str(tmp_path / "c"), "feature", cwd=repo)  # no main, no HEAD
+    bad = {"not a record": {"commits": 1}, "not base64": good | {"bundle": "%%%"},
+           "not a bundle": good | {"bundle": base64.b64encode(b"PK\x03\x04 a zip file").decode()},
+           "no HEAD or main": good | {"bundle": base64.b64encode((tmp_path / "c").read_bytes()).decode()},
+           "too big": good | {"bundle": base64.b64encode(b"x" * (2**20 + 1)).decode()}}
+    for what, answer in bad.items():
+        with pytest.raises(ValueError):
+            history_from_bundle(answer)
+            pytest.fail(f"accepted: {what}")
 
 
 def _solutions(template, wrongs, names):

@@ -132,6 +132,24 @@ def test_exact_answers_and_nan_are_compared_as_such():
         judge({"answer": 1}, {"error": "RuntimeError"}, exact)
 
 
+def test_a_derivation_is_applied_to_both_answers_and_an_unknown_one_is_refused(monkeypatch):
+    from llmcourse.teaching.grading import judge as judge_module
+
+    monkeypatch.setitem(judge_module.DERIVATIONS, "length", ("builtins", "len"))
+    spec = answer_spec({"metadata": {"llmcourse": {"answer": {"code": "ANSWER = 'abc'", "derive": "length",
+                                                               "rtol": 0, "atol": 0}}}})
+    assert spec.derive == "length"
+    assert judge({"answer": "xyz"}, {"answer": "abc"}, spec)[0] == "passed"  # compared as lengths: 3 and 3
+    assert judge({"answer": "xy"}, {"answer": "abc"}, spec) == ("failed", "answer is 2, expected 3 (tolerance 0 + "
+                                                                          "0·|expected|)")
+    monkeypatch.setitem(judge_module.DERIVATIONS, "strict", ("builtins", "float"))
+    strict = AnswerSpec("ANSWER = 1", derive="strict")
+    verdict, message = judge({"answer": "one"}, {"answer": 1}, strict)
+    assert verdict == "failed" and message.startswith("the answer could not be read: could not convert")
+    with pytest.raises(ValueError, match="does not know"):
+        answer_spec({"metadata": {"llmcourse": {"answer": {"code": "ANSWER = 1", "derive": "exec"}}}})
+
+
 def test_answers_are_read_as_data_and_the_last_record_counts(tmp_path):
     lines = [json.dumps({"exercise": "1.1", "answer": 1}), "not json", json.dumps(["a list"]),
              json.dumps({"exercise": "1.1", "answer": 2}), json.dumps({"exercise": 3})]

@@ -16,10 +16,15 @@ compares them here. The seed is drawn afresh for every batch, so answers compute
 code in the student's kernel can change only its own answers: patching the checks, IPython's display or events,
 numpy, or the grader's cells inside the kernel changes nothing a judge reads but the answer itself. The verdicts
 written into the stored notebook are the judge's.
+
+Where the learner's work is a state rather than a value (a git history), the answer is that state as data (a git
+bundle) and the spec names a derivation (``"derive"``, one of ``DERIVATIONS``): the grader applies it to both answers,
+in its own process, and judges what comes out. The facts are then gathered by the grader's code, never the kernel's.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import secrets
@@ -27,11 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ANSWERS_FILE", "AnswerSpec", "answer_spec", "judge", "new_seed", "read_answers"]
+__all__ = ["ANSWERS_FILE", "DERIVATIONS", "AnswerSpec", "answer_spec", "derived", "judge", "new_seed",
+           "read_answers"]
 
 ANSWERS_FILE = ".llmcourse-answers.jsonl"
 MAX_ANSWERS_BYTES = 16 * 2**20  # an answers file past this is not read: the answers count as not recorded
 NOT_ATTEMPTED = ("NotImplementedError", "NameError")  # what a stub (or a cell never filled in) raises
+# A spec's "derive": the function (module, name) the grader applies to an answer before judging it (see above)
+DERIVATIONS = {"git-history": ("llmcourse.contrib", "history_from_bundle")}
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class AnswerSpec:
     code: str
     rtol: float = 1e-5
     atol: float = 1e-8
+    derive: str | None = None  # a key of DERIVATIONS
 
 
 def answer_spec(check_cell: Any) -> AnswerSpec | None:
@@ -48,7 +57,11 @@ def answer_spec(check_cell: Any) -> AnswerSpec | None:
     spec = check_cell.get("metadata", {}).get("llmcourse", {}).get("answer")
     if not isinstance(spec, dict) or not isinstance(spec.get("code"), str):
         return None
-    return AnswerSpec(spec["code"], float(spec.get("rtol", 1e-5)), float(spec.get("atol", 1e-8)))
+    derive = spec.get("derive")
+    if derive is not None and derive not in DERIVATIONS:
+        raise ValueError(f"answer spec derives with {derive!r}, which the judge does not know: use one of "
+                         f"{sorted(DERIVATIONS)}")
+    return AnswerSpec(spec["code"], float(spec.get("rtol", 1e-5)), float(spec.get("atol", 1e-8)), derive)
 
 
 def new_seed() -> int:
@@ -91,8 +104,21 @@ def judge(got: dict | None, expected: dict, spec: AnswerSpec) -> tuple[str, str]
         if error in NOT_ATTEMPTED:
             return "not attempted", f"{error}: {message}" if message else error
         return "failed", f"computing the answer raised {error}: {message}"
-    problem = _compare(got.get("answer"), expected["answer"], spec, "answer")
+    want = derived(expected["answer"], spec)  # the reference's own answer: a failure here is the grader's, and raises
+    try:
+        answer = derived(got.get("answer"), spec)
+    except ValueError as exc:
+        return "failed", f"the answer could not be read: {exc}"
+    problem = _compare(answer, want, spec, "answer")
     return ("passed", "") if problem is None else ("failed", problem)
+
+
+def derived(answer: Any, spec: AnswerSpec) -> Any:
+    """`answer` as the judge compares it: through the spec's derivation (in this process), if it names one."""
+    if not spec.derive:
+        return answer
+    module, name = DERIVATIONS[spec.derive]
+    return getattr(importlib.import_module(module), name)(answer)
 
 
 def _compare(got: Any, want: Any, spec: AnswerSpec, where: str) -> str | None:
