@@ -227,16 +227,23 @@ def feature_record(write_feature, folder: str | Path, texts: list[str]) -> dict:
 def history_facts(repo: str | Path, base: str = "main") -> dict:
     """What `check_history` verifies of `repo`'s branch over `base`, as plain data: the branch, its commits, a clean
     tree, the message's shape and what the last commit touches."""
-    import re
-
     repo = Path(repo)
     commits = _git("rev-list", f"{base}..HEAD", cwd=repo).split()
-    lines = _git("log", "-1", "--format=%B", cwd=repo).strip("\n").splitlines()
+    return ({"branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=repo).strip(), "commits": len(commits),
+             "status": _git("status", "--porcelain", cwd=repo).strip().splitlines()}
+            | _commit_facts(_git("log", "-1", "--format=%B", cwd=repo),
+                            _git("show", "--name-only", "--format=", "HEAD", cwd=repo).split()))
+
+
+def _commit_facts(message: str, files: list[str]) -> dict:
+    """The commit's message shape and what it touches, as `check_history` judges them (`history_facts` reads them
+    from a working repository, `history_from_bundle` from a bundle)."""
+    import re
+
+    lines = message.strip("\n").splitlines()
     subject = lines[0] if lines else ""
-    files = _git("show", "--name-only", "--format=", "HEAD", cwd=repo).split()
-    return {"branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=repo).strip(), "commits": len(commits),
-            "status": _git("status", "--porcelain", cwd=repo).strip().splitlines(), "subject": subject,
-            "subject_length_ok": len(subject) <= 72, "subject_format": re.match(SUBJECT_PATTERN, subject) is not None,
+    return {"subject": subject, "subject_length_ok": len(subject) <= 72,
+            "subject_format": re.match(SUBJECT_PATTERN, subject) is not None,
             "body": len(lines) >= 3 and lines[1] == "" and any(line.strip() for line in lines[2:]), "files": files,
             "code_and_test": any(f.startswith("wordstats/") for f in files) and any(f.startswith("tests/")
                                                                                   for f in files)}
@@ -299,7 +306,6 @@ def history_from_bundle(answer: object, base: str = "main") -> dict:
     checkout, no hooks, no configuration but git's defaults)."""
     import base64
     import binascii
-    import re
     import tempfile
 
     if not isinstance(answer, dict) or not isinstance(answer.get("bundle"), str) \
@@ -340,19 +346,14 @@ def history_from_bundle(answer: object, base: str = "main") -> dict:
         def at(*args: str) -> str:
             return git("--git-dir=repo.git", *args)
 
-        lines = at("log", "-1", "--format=%B", head).strip("\n").splitlines()
-        subject = lines[0] if lines else ""
-        files = at("show", "--name-only", "--format=", head).split()
+        facts = _commit_facts(at("log", "-1", "--format=%B", head),
+                              at("show", "--name-only", "--format=", head).split())
         try:
             stamp = (at("show", f"{head}:wordstats/core.py").rstrip("\n").splitlines() or [""])[-1]
         except ValueError:  # no such file in the commit
             stamp = ""
         branch = answer["branch"]
-        return {"commits": len(at("rev-list", f"{heads[f'refs/heads/{base}']}..{head}").split()),
-                "subject_length_ok": len(subject) <= 72,
-                "subject_format": re.match(SUBJECT_PATTERN, subject) is not None,
-                "body": len(lines) >= 3 and lines[1] == "" and any(line.strip() for line in lines[2:]),
-                "code_and_test": any(f.startswith("wordstats/") for f in files)
-                and any(f.startswith("tests/") for f in files),
-                "on_branch": branch != base and heads.get(f"refs/heads/{branch}") == head,
-                "clean": answer["clean"], "committed_stamp": stamp}
+        return {k: facts[k] for k in ("subject_length_ok", "subject_format", "body", "code_and_test")} | {
+            "commits": len(at("rev-list", f"{heads[f'refs/heads/{base}']}..{head}").split()),
+            "on_branch": branch != base and heads.get(f"refs/heads/{branch}") == head,
+            "clean": answer["clean"], "committed_stamp": stamp}

@@ -144,9 +144,10 @@ class Cluster:
         keys: dict[str, list[str]] = {}  # submission -> the keys it was submitted under, the latest last
 
         def submit(job: Job, content: bytes):
-            keys.setdefault(job.name, []).append(f"llmcourse-grade-{batch}-{job.name}-{len(keys.get(job.name, []))}")
+            tried = keys.setdefault(job.name, [])
+            tried.append(f"llmcourse-grade-{batch}-{job.name}-{len(tried)}")
             future = self.client.submit(grade_remote, job, content, refs, reference, settings, digest, pure=False,
-                                        retries=RETRIES, key=keys[job.name][-1])
+                                        retries=RETRIES, key=tried[-1])
             self.futures[future] = job, content
             return future
 
