@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmcourse.experts import limit_expert_memory
 from llmcourse.surgery import keep_in_float, meta_model
 from llmcourse.types import torch_dtype
 
@@ -186,6 +187,7 @@ def _build(spec: dict, cfg, ckpt: str | None):
     else:
         with torch.device(device):
             model = cls._from_config(cfg, dtype=tdtype)
+    limit_expert_memory(model)  # as load_model does for a mixture of experts in 16-bit on a CPU
     return model
 
 

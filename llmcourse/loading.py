@@ -114,6 +114,9 @@ def load_model(name: str, dtype: Any = None, quant: Quant | str | None = None, b
         from .qlora import guard_cpu_4bit
 
         guard_cpu_4bit(model)  # 4-bit layers stay trainable after generate() (a bitsandbytes CPU bug)
+    from .experts import limit_expert_memory
+
+    limit_expert_memory(model)  # as the plan assumes: a mixture of experts in 16-bit on a CPU, expert by expert
     model.eval()
     model.llmcourse_plan = plan
     if tokenizer.pad_token is None:

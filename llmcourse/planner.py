@@ -160,7 +160,8 @@ def _candidates(task: Task, half: Dtype, quant_ok: bool, dtype: Dtype | None, qu
 
 
 def _cpu_blind_spots(kind: str, est, model) -> list[str]:
-    """What the estimate measurably misses on a CPU (docs/memory.md): kernels that hold memory no operator returns."""
+    """On a CPU (docs/memory.md): kernels that hold memory no operator returns, which the estimate measurably misses,
+    and what the plan assumes to avoid one."""
     if kind != "cpu" or est.dtype == "fp32":
         return []
     notes = []
@@ -168,13 +169,15 @@ def _cpu_blind_spots(kind: str, est, model) -> list[str]:
         notes.append(f"on a CPU, {est.quant} layers computing in {est.dtype} hold memory inside bitsandbytes' kernels "
                      "that the estimate cannot see: measured up to 2.4x the plan's total with glibc's defaults. "
                      "Budget more, or compute in fp32.")
-    config = load_config(model)
-    if getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None):
-        notes.append(f"on a CPU, the experts' grouped matmul in {est.dtype} runs through oneDNN, which keeps memory "
-                     "for every new split of the tokens among the experts, outside any tensor: the resident memory "
-                     "grows from step to step (measured 2-67% over the estimate in one run; +226 MiB over 200 "
-                     "random splits of 1,024 tokens among 8 experts, still growing). fp32 is within 3%; "
-                     "torch.backends.mkldnn.enabled = False stops the growth, with matmuls about 10x slower.")
+    from .experts import cpu_experts_in_float32
+
+    if cpu_experts_in_float32(load_config(model), est.dtype, kind):
+        notes.append(f"a mixture of experts in {est.dtype} on a CPU: planned with its experts multiplied one by one in "
+                     "fp32 (llmcourse.experts), as load_model runs them. transformers' own grouped matmul in "
+                     f"{est.dtype} runs through oneDNN there, which keeps memory for every new split of the tokens "
+                     "among the experts, and the process grows from step to step (+226 MiB over 200 random splits "
+                     "of 1,024 tokens among 8 experts, still growing). Loading the model yourself: call "
+                     "llmcourse.experts.limit_expert_memory(model), or use fp32.")
     return notes
 
 

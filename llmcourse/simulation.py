@@ -3,7 +3,7 @@
 `simulate` builds the model on meta tensors (no memory, no weights), runs generation's prefill, a forward pass with
 the loss, or a training step's forward and backward, while `LiveBytes` adds up every tensor the operations create
 and frees. What real kernels would do differently on meta is patched for the run (`meta_patches`,
-`meta_attention`). `llmcourse.memory.estimate` turns the result into an estimate.
+`meta_attention`, `llmcourse.experts.meta_experts`). `llmcourse.memory.estimate` turns the result into an estimate.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import warnings
 import weakref
 
+from .experts import meta_experts
 from .surgery import add_lora, enable_checkpointing, lora_config, meta_model, quantized_modules
 from .types import FORWARD_ONLY, Dtype, Quant, Task
 
@@ -314,7 +315,7 @@ def simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, 
     tracker = LiveBytes(p.untyped_storage()._cdata for p in params)
     kv_sizes: dict[int, int] = {}  # serial number -> bytes of each KV cache tensor
     marks = _LayerMarks(tracker, _layer_stack(model, config))
-    with _meta_attention(device), _meta_dropout(device), tracker, marks:
+    with _meta_attention(device), _meta_dropout(device), meta_experts(device, config), tracker, marks:
         if train:
             out = model(**kwargs)
             loss = out.loss if getattr(out, "loss", None) is not None else out[0].float().mean()

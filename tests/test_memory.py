@@ -262,11 +262,14 @@ def test_encoder_decoder_and_experts_simulate_on_meta(arch):
 
 @pytest.mark.slow
 @pytest.mark.platform("linux")
-@pytest.mark.parametrize("arch, task", [("bart", "full"), ("mixtral", "full"), ("mixtral", "lora")])
-def test_encoder_decoder_and_experts_within_10_percent_of_measured(arch, task):
+@pytest.mark.parametrize("arch, task, dtype", [("bart", "full", "fp32"), ("mixtral", "full", "fp32"),
+                                               ("mixtral", "lora", "fp32"), ("mixtral", "inference", "bf16")])
+def test_encoder_decoder_and_experts_within_10_percent_of_measured(arch, task, dtype):
+    """Mixtral in bf16 is measured as load_model runs it on a CPU (oneDNN off, `limit_expert_memory`): with oneDNN on
+    the same generation measured 47.4 MiB against the estimate's 30.6 (-35%), memory no tensor holds."""
     from benchmarks.memory import measure
 
-    r = measure(arch, "S", task, steps=2, fixed_mmap=True)
+    r = measure(arch, "S", task, dtype=dtype, steps=2, fixed_mmap=True)
     assert abs(r["error"]) <= 0.10, r
 
 

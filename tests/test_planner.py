@@ -119,8 +119,9 @@ def test_quantized_layers_compute_in_fp32_on_a_cpu_without_fast_bf16():
 
 
 def test_plan_says_where_it_is_blind_on_a_cpu_and_only_there():
-    """Mixtures of experts in 16-bit on a CPU: the grouped matmul's memory is invisible to the simulation. fp32, a
-    dense model, or a GPU: nothing to say."""
+    """Mixtures of experts in 16-bit on a CPU: planned with the experts multiplied one by one in fp32, as load_model
+    runs them, since transformers' grouped matmul keeps memory there that no plan can bound (tests/test_experts.py).
+    fp32, a dense model, or a GPU: nothing to say."""
     from benchmarks.memory import make_config
 
     moe = make_config("mixtral", "S")
@@ -149,41 +150,3 @@ def test_cli_eval_task_from_a_config_folder_offline(tmp_path):
              "--budget", "300MiB")
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert "does NOT fit" in r.stdout and "300.0 MiB" in r.stdout and "Traceback" not in r.stderr
-
-
-GROUPED_MM_GROWTH = """
-import sys, torch
-torch.set_num_threads(1)
-torch.backends.mkldnn.enabled = sys.argv[1] == "on"
-def rss():
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmRSS"))
-w, x = torch.randn(8, 1376, 512).to(torch.bfloat16), torch.randn(1024, 512).to(torch.bfloat16)
-g = torch.Generator().manual_seed(0)
-torch._grouped_mm(x, w.transpose(-2, -1), offs=torch.arange(128, 1025, 128, dtype=torch.int32))  # warm
-base = rss()
-for _ in range(30):  # a new split of the 1,024 tokens among the 8 experts each time, as routing gives
-    cuts = torch.sort(torch.randint(0, 1024, (7,), generator=g)).values
-    torch._grouped_mm(x, w.transpose(-2, -1), offs=torch.cat([cuts, torch.tensor([1024])]).to(torch.int32))
-print((rss() - base) / 2**20)
-"""
-
-
-@pytest.mark.platform("linux")
-def test_the_blind_spot_the_moe_note_names_is_real():
-    """The note above is a measured fact, kept true: on a CPU with oneDNN's bf16 path, a bf16 grouped matmul's
-    resident memory grows with each new split of the tokens (no tensor holds it), and not with oneDNN switched off.
-    Should a torch release stop the growth, this fails, and the note (and docs/memory.md) must change with it."""
-    import torch
-
-    flags = open("/proc/cpuinfo", encoding="utf-8").read()
-    if not torch.backends.mkldnn.is_available() or not ("avx512_bf16" in flags or "amx_bf16" in flags):
-        pytest.skip("this CPU has no oneDNN bf16 path (AVX512-BF16 or AMX): the growth is measured where it has")
-
-    def growth(mkldnn: str) -> float:
-        done = subprocess.run([sys.executable, "-c", GROUPED_MM_GROWTH, mkldnn], capture_output=True, text=True,
-                              check=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
-        return float(done.stdout.split()[-1])
-
-    on, off = growth("on"), growth("off")
-    assert on > 40, f"{on:.1f} MiB after 30 new splits with oneDNN (95 here): the growth the note describes is gone"
-    assert off < 10, f"{off:.1f} MiB with oneDNN off (1.6 here)"
