@@ -15,6 +15,8 @@ function on meta tensors, so that the plan counts what it holds.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import Any
 
 from .errors import ConfigError
@@ -48,7 +50,9 @@ def _spans(offs, rows: int, device_type: str, most: int | None) -> list[tuple[in
     return spans
 
 
+@functools.cache
 def _experts_matmul_function():
+    """The autograd function, made on first use (importing this module must not import torch)."""
     import torch
 
     class ExpertsMatmul(torch.autograd.Function):
@@ -56,48 +60,40 @@ def _experts_matmul_function():
 
         @staticmethod
         def forward(ctx, input, weight, offs, most):
-            ctx.save_for_backward(input, weight, offs)
-            ctx.most = most
+            ctx.save_for_backward(input, weight)
+            ctx.spans = _spans(offs, input.shape[0], input.device.type, most)  # read once, for the backward too
             out = input.new_zeros((input.shape[0], weight.shape[-1]), dtype=weight.dtype)
-            for e, start, end in _spans(offs, input.shape[0], input.device.type, most):
+            for e, start, end in ctx.spans:
                 out[start:end] = input[start:end].float() @ weight[e].float()
             return out
 
         @staticmethod
         def backward(ctx, grad):
-            input, weight, offs = ctx.saved_tensors
-            spans = _spans(offs, input.shape[0], input.device.type, ctx.most)
+            input, weight = ctx.saved_tensors
             grad_input = grad_weight = None
             if ctx.needs_input_grad[0]:
                 grad_input = torch.zeros_like(input)
-                for e, start, end in spans:
+                for e, start, end in ctx.spans:
                     grad_input[start:end] = grad[start:end].float() @ weight[e].float().T
             if ctx.needs_input_grad[1]:
                 grad_weight = torch.zeros_like(weight)
-                for e, start, end in spans:
+                for e, start, end in ctx.spans:
                     grad_weight[e] = input[start:end].float().T @ grad[start:end].float()
             return grad_input, grad_weight, None, None
 
     return ExpertsMatmul
 
 
-_FUNCTION: list = []
-
-
 def experts_matmul(input, weight, offs, most_rows: int | None = None):
     """transformers' grouped matmul (`input` (rows, d_in) sorted by expert, `weight` (experts, d_in, d_out), `offs`
     each expert's end row), expert by expert in fp32 with the result in `weight`'s dtype; differentiable.
     most_rows: on meta tensors, the most rows one expert can get (default: all of them)."""
-    if not _FUNCTION:
-        _FUNCTION.append(_experts_matmul_function())
-    return _FUNCTION[0].apply(input.to(weight.dtype), weight, offs, most_rows)
+    return _experts_matmul_function().apply(input.to(weight.dtype), weight, offs, most_rows)
 
 
 def _routed(grouped_mm, device_type: str, top_k: int = 1):
     """transformers' `_grouped_mm`, with `device_type` operands in 16-bit sent to `experts_matmul` (on meta with
     `top_k` experts per token: one expert gets at most the rows / top_k tokens)."""
-    import functools
-
     import torch
 
     @functools.wraps(grouped_mm)
@@ -124,25 +120,19 @@ def limit_expert_memory(model: Any) -> bool:
     return True
 
 
+@contextlib.contextmanager
 def meta_experts(device: str, config: Any = None):
     """For `llmcourse.simulation`: a context in which meta operands in 16-bit take `experts_matmul`, as a model
     loaded by `load_model` does on a CPU (elsewhere nothing changes); `config` gives the experts per token."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def patched():
-        try:
-            from transformers.integrations import moe
-        except ImportError:
-            yield
-            return
-        saved = moe._grouped_mm
-        if device == "cpu":
-            top_k = getattr(config, "num_experts_per_tok", None) or 1
-            moe._grouped_mm = _routed(saved, "meta", top_k)
-        try:
-            yield
-        finally:
-            moe._grouped_mm = saved
-
-    return patched()
+    try:
+        from transformers.integrations import moe
+    except ImportError:
+        yield
+        return
+    saved = moe._grouped_mm
+    if device == "cpu":
+        moe._grouped_mm = _routed(saved, "meta", getattr(config, "num_experts_per_tok", None) or 1)
+    try:
+        yield
+    finally:
+        moe._grouped_mm = saved
