@@ -8,6 +8,7 @@ history, as a maintainer's server would hold it. Everything the learner does to 
 
 from __future__ import annotations
 
+import contextvars
 import os
 import shutil
 import string
@@ -17,8 +18,8 @@ from pathlib import Path
 
 from llmcourse.errors import ConfigError, HardwareError
 
-__all__ = ["check_feature", "check_history", "create_upstream", "feature_record", "fill_template", "history_facts",
-           "history_from_bundle", "history_record", "start_upstream", "template_text"]
+__all__ = ["check_feature", "check_history", "create_upstream", "feature_files", "feature_from_files", "fill_template",
+           "history_facts", "history_from_bundle", "history_record", "start_upstream", "template_text"]
 
 _MAINTAINER = ["-c", "user.name=Wordstats Maintainers", "-c", "user.email=maintainers@wordstats.example"]
 # (commit date, message, files) of the upstream history; paths are relative to templates/wordstats without ".tmpl"
@@ -111,6 +112,11 @@ SENTENCE_CASES = [
 SUBJECT_PATTERN = r"^[a-z][a-z0-9_-]*: [a-z].*[^.]$"
 
 
+# Where the grader gathers the facts (`feature_from_files`): the folder every program that runs the learner's code is
+# sandboxed to (`teaching.isolation.command_prefix`); None in the learner's own kernel, where it runs as they do.
+_SANDBOX: contextvars.ContextVar[Path | None] = contextvars.ContextVar("llmcourse_contrib_sandbox", default=None)
+
+
 def _python(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
     import sys
 
@@ -118,8 +124,16 @@ def _python(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.Comple
     # project does not use; loading them takes 4 s of every 4.5 s pytest run here
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", PY_COLORS="0", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     env.pop("PYTHONPATH", None)
-    return subprocess.run([sys.executable, *args], check=False, cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    prefix = []
+    if _SANDBOX.get() is not None:
+        from llmcourse.teaching.isolation import command_prefix
+
+        prefix = command_prefix(_SANDBOX.get(), Path(cwd).resolve())
+    try:
+        return subprocess.run([*prefix, sys.executable, *args], check=False, cwd=cwd, capture_output=True, text=True,
+                              errors="replace", env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:  # a learner's loop: the run failed, with pytest's code for an interrupted run
+        return subprocess.CompletedProcess(args, 2, "", f"stopped after {timeout} s")
 
 
 def _sentence_tests(repo: Path) -> list[Path]:
@@ -143,13 +157,17 @@ def _probe_feature(repo: Path, texts: list[str]) -> tuple[list[int] | None, bool
     done = _python(["-c", probe], cwd=repo)
     if done.returncode != 0:
         return None, False, (done.stderr.strip().splitlines() or ["?"])[-1]
-    counts, exported = json.loads(done.stdout.strip().splitlines()[-1])
-    return counts, exported, ""
+    try:
+        counts, exported = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, TypeError, IndexError):  # the learner's code printed over the probe's line
+        return None, False, "the probe's output could not be read: " + done.stdout.strip()[-100:]
+    return counts, exported is True, ""
 
 
 def _suite_passes(repo: Path, *tests: str) -> tuple[int, str]:
     """(pytest's exit code, its last line) for `repo`'s tests (or just `tests`)."""
-    done = _python(["-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=repo)
+    # --noconftest: a conftest.py of the learner's could turn failures into passes
+    done = _python(["-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", *tests], cwd=repo)
     return done.returncode, (done.stdout.strip().splitlines() or [""])[-1]
 
 
@@ -157,7 +175,7 @@ def _fails_on_upstream(tests: list[Path], upstream: Path) -> int:
     """pytest's exit code for `tests` copied into a fresh clone of `upstream` (without the feature)."""
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=Path(upstream).parent) as tmp:  # beside upstream: inside a grader's sandbox
         clean = Path(tmp) / "upstream"
         _git("clone", "-q", str(Path(upstream).resolve()), str(clean), cwd=Path(tmp))
         for p in tests:
@@ -209,13 +227,79 @@ def _fresh_fork(folder: Path, branch: str | None = None) -> tuple[Path, Path]:
     return upstream, repo
 
 
-def feature_record(write_feature, folder: str | Path, texts: list[str]) -> dict:
-    """Exercise 2.1's answer for the grader's judge: `write_feature` applied to a fresh fork in the empty `folder`,
-    then what `check_feature` verifies, as plain data: sentence_count of each of `texts` (the batch's seed draws
-    them), the export, and whether the fork's tests pass, its new test fails without the feature, and ruff is
-    clean."""
-    upstream, repo = _fresh_fork(Path(folder), "add-sentence-count")
+FEATURE_FOLDERS = ("wordstats", "tests")  # exercise 2.1's answer carries the .py files of these folders of the fork
+FEATURE_FILES_BYTES = 256 * 2**10  # more is refused: the fork's code and tests weigh a few KiB
+FEATURE_TEXTS = 64  # at most this many probe texts, of at most FEATURE_TEXT_CHARS characters each
+FEATURE_TEXT_CHARS = 1000
+
+
+def feature_files(write_feature, folder: str | Path, texts: list[str]) -> dict:
+    """Exercise 2.1's answer for the grader's judge: `write_feature` applied to a fresh fork in the empty `folder`.
+    The answer is what it wrote, not facts about it: the text of every .py file under the fork's wordstats/ and
+    tests/, with `texts` (the batch's seed draws them). The grader rebuilds the fork from those files and gathers
+    what `check_feature` verifies in its own process and sandbox (`feature_from_files`), so code in the kernel
+    cannot forge the facts."""
+    _, repo = _fresh_fork(Path(folder), "add-sentence-count")
     write_feature(repo)
+    files = {p.relative_to(repo).as_posix(): p.read_text(encoding="utf-8", errors="replace")
+             for top in FEATURE_FOLDERS for p in sorted((repo / top).rglob("*.py"))}
+    return {"files": files, "texts": [str(t) for t in texts]}
+
+
+def _feature_answer(answer: object) -> tuple[dict[str, str], list[str]]:
+    """(files, texts) of a `feature_files` answer; ValueError, saying what is wrong, for anything else."""
+    import re
+
+    if not isinstance(answer, dict) or not isinstance(answer.get("files"), dict) \
+            or not isinstance(answer.get("texts"), list):
+        raise ValueError("the answer is not a fork's files (the .py files of wordstats/ and tests/, and the probe "
+                         "texts): it was not made by llmcourse.contrib.feature_files")
+    files, texts = answer["files"], answer["texts"]
+    pattern = rf"({'|'.join(FEATURE_FOLDERS)})(/[A-Za-z0-9_]+)+\.py"
+    for rel, text in files.items():
+        if not isinstance(rel, str) or not re.fullmatch(pattern, rel) or not isinstance(text, str):
+            raise ValueError(f"the answer holds {str(rel)[:80]!r}, which is not a .py file under "
+                             f"{' or '.join(f + '/' for f in FEATURE_FOLDERS)}")
+    size = sum(len(text.encode("utf-8", errors="replace")) for text in files.values())
+    if size > FEATURE_FILES_BYTES:
+        raise ValueError(f"the answer's files hold {size:,} bytes, more than {FEATURE_FILES_BYTES:,}")
+    if len(texts) > FEATURE_TEXTS or not all(isinstance(t, str) and len(t) <= FEATURE_TEXT_CHARS for t in texts):
+        raise ValueError(f"the answer's probe texts are not at most {FEATURE_TEXTS} strings of at most "
+                         f"{FEATURE_TEXT_CHARS} characters")
+    return files, texts
+
+
+def feature_from_files(answer: object) -> dict:
+    """What `check_feature` verifies, gathered by the grader from the files a `feature_files` answer carries: on a
+    fresh fork of upstream whose wordstats/ and tests/ code are those files, sentence_count of each probe text, the
+    export, whether the fork's tests pass, whether its test of sentence_count fails on upstream's code, whether ruff
+    is clean; and the texts, which the judge compares with the reference's. Raises ValueError for an answer that is
+    not such a record.
+
+    Runs in the grader's process. The learner's code runs only in the programs it starts (Python, pytest, ruff),
+    each inside a sandbox like a kernel's where the machine has bubblewrap (`teaching.isolation.command_prefix`: no
+    network, a private read-only view of the system, only this fork's folder writable); the facts are their exit
+    codes and printed counts, read here."""
+    import tempfile
+
+    files, texts = _feature_answer(answer)
+    with tempfile.TemporaryDirectory(prefix="llmcourse-feature-") as tmp:
+        upstream, repo = _fresh_fork(Path(tmp), "add-sentence-count")
+        for top in FEATURE_FOLDERS:
+            for p in (repo / top).rglob("*.py"):
+                p.unlink()
+        for rel, text in files.items():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            (repo / rel).write_text(text, encoding="utf-8", errors="replace")
+        token = _SANDBOX.set(Path(tmp).resolve())
+        try:
+            return {"texts": texts} | _feature_facts(repo, upstream, texts)
+        finally:
+            _SANDBOX.reset(token)
+
+
+def _feature_facts(repo: Path, upstream: Path, texts: list[str]) -> dict:
+    """What `check_feature` verifies of `repo`, as plain data, with sentence_count of each of `texts`."""
     counts, exported, _ = _probe_feature(repo, texts)
     tests = _sentence_tests(repo)
     return {"counts": counts, "exported": exported, "has_test": _has_test(tests),

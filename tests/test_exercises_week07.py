@@ -506,7 +506,8 @@ test_the_judge_rejects_the_wrong_answers, test_the_judge_passes_the_reference_an
 
 # Exercise 2.2's answer is the repository itself (a git bundle), and the grader reads the facts from it
 # (llmcourse.contrib.history_from_bundle, the spec's "derive"): a kernel that replaces the course's helper to return the
-# facts of a perfect answer does not pass. 2.1 and 3.x still record facts gathered in the kernel (docs/grading.md).
+# facts of a perfect answer does not pass. 2.1's answer is the files the learner's write_feature wrote, and the grader
+# runs them itself, sandboxed (feature_from_files). 3.x still record facts gathered in the kernel (docs/grading.md).
 FORGE_2_2 = """import llmcourse.contrib
 
 
@@ -567,6 +568,95 @@ def test_history_from_bundle_reads_a_real_history_and_refuses_what_is_not_one(tm
         with pytest.raises(ValueError):
             history_from_bundle(answer)
             pytest.fail(f"accepted: {what}")
+
+
+FORGE_2_1 = """import llmcourse.contrib
+
+
+def _forged(write_feature, folder, texts):
+    return {facts!r}
+
+
+llmcourse.contrib.feature_files = _forged
+"""
+
+
+def test_a_forged_feature_record_fails_the_judge(request, monkeypatch):
+    import llmcourse.contrib as contrib
+
+    monkeypatch.setattr(contrib, "feature_files", contrib.feature_files)  # the forgery below replaces it: restored
+    ctx = _fork_ctx(request)
+    expected = answer_record(NB2, "2.1", ctx, seed=SEED)
+    facts = contrib.feature_from_files(expected["answer"])
+    assert facts["counts"][:len(contrib.SENTENCE_CASES)] == [n for _, n in contrib.SENTENCE_CASES]
+    assert facts["suite_passes"] and facts["test_fails_on_upstream"] and facts["ruff_clean"] and facts["exported"]
+    forged = answer_record(NB2, "2.1", dict(ctx), FORGE_2_1.format(facts=facts), seed=SEED)
+    assert forged["answer"] == facts  # what the old judge compared, kernel-made: now the files are the answer
+    status, message = judged(NB2, "2.1", dict(ctx), FORGE_2_1.format(facts=facts), seed=SEED, expected=expected)
+    assert status == "failed" and "not a fork's files" in message, message
+
+
+SENTENCE_FEATURE = ("import re\n\n\ndef words(text):\n    return re.findall(r\"[A-Za-z0-9']+\", text)\n\n\n"
+           "def sentence_count(text):\n    return sum(1 for part in re.split(r\"[.!?]+\", text) if words(part))\n")
+
+SENTENCE_TEST = "import wordstats\n\n\ndef test_s():\n    assert wordstats.sentence_count('A. B') == 2\n"
+PASS_ALL = ("import pytest\n\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n"
+            "    outcome = yield\n    outcome.get_result().outcome = 'passed'\n")  # every failure reported as a pass
+
+
+def test_feature_from_files_runs_the_files_and_refuses_what_is_not_a_fork(tmp_path):
+    from llmcourse.contrib import feature_from_files
+
+    files = {"wordstats/__init__.py": '__all__ = ["sentence_count"]\n\nfrom .core import sentence_count\n',
+             "wordstats/core.py": SENTENCE_FEATURE, "tests/test_s.py": SENTENCE_TEST}
+    good = {"files": files, "texts": ["One. Two!", "...", "x"]}
+    assert feature_from_files(good) == {"texts": ["One. Two!", "...", "x"], "counts": [2, 0, 1], "exported": True,
+                                        "has_test": True, "suite_passes": True, "test_fails_on_upstream": True,
+                                        "ruff_clean": True}
+    # a conftest.py of the learner's is not loaded: it cannot turn the failing suite into a pass
+    failing = files | {"tests/test_s.py": SENTENCE_TEST.replace("== 2", "== 3"), "tests/conftest.py": PASS_ALL}
+    assert feature_from_files({"files": failing, "texts": []})["suite_passes"] is False
+    bad = {"facts, not files": {"counts": [2], "suite_passes": True}, "no texts": {"files": files},
+           "a path out of the fork": {"files": {"wordstats/../../x.py": ""}, "texts": []},
+           "not a .py file": {"files": {"pyproject.toml": ""}, "texts": []},
+           "a file outside wordstats/ and tests/": {"files": {"setup.py": ""}, "texts": []},
+           "too big": {"files": {"wordstats/core.py": "#" * (2**18 + 1)}, "texts": []},
+           "texts not strings": {"files": files, "texts": [1, 2]}}
+    for what, answer in bad.items():
+        with pytest.raises(ValueError):
+            feature_from_files(answer)
+            pytest.fail(f"accepted: {what}")
+
+
+def test_feature_from_files_keeps_the_learners_code_in_its_sandbox(tmp_path):
+    """With bubblewrap, the learner's code that feature_from_files runs can write nothing outside its fork and reach
+    no port on this machine's loopback."""
+    import socket
+
+    from llmcourse.contrib import feature_from_files
+    from llmcourse.teaching.isolation import detect
+
+    if detect().level != "bubblewrap":
+        pytest.skip(f"no sandbox on this machine: {detect().describe()}")
+    outside = tmp_path / "escaped.txt"
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    escape = (f"import socket\nfrom pathlib import Path\n\nimport wordstats\n\n\ndef test_s():\n"
+              f"    try:\n        Path({str(outside)!r}).write_text('x')\n    except OSError:\n        pass\n"
+              f"    try:\n        socket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=2)\n"
+              f"    except OSError:\n        pass\n    assert wordstats.sentence_count('A. B') == 2\n")
+    files = {"wordstats/__init__.py": '__all__ = ["sentence_count"]\n\nfrom .core import sentence_count\n',
+             "wordstats/core.py": SENTENCE_FEATURE, "tests/test_s.py": escape}
+    try:
+        facts = feature_from_files({"files": files, "texts": ["A. B"]})
+        assert facts["suite_passes"] and facts["counts"] == [2]  # the tests ran
+        assert not outside.exists()
+        with pytest.raises(TimeoutError):
+            server.accept()
+    finally:
+        server.close()
 
 
 def _solutions(template, wrongs, names):

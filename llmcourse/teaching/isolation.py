@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["ControlGroups", "Isolation", "MAX_TASKS", "TMP_FOLDER", "TMP_MIB", "cgroup_cleanup", "cgroup_create",
-           "detect", "hard_memory_bytes", "kernel_manager", "kernel_prefix", "sweep_stale_groups"]
+           "command_prefix", "detect", "hard_memory_bytes", "kernel_manager", "kernel_prefix", "sweep_stale_groups"]
 
 TMP_MIB = 256  # a tmpfs lives in memory the process watchdog does not see: keep it small
 TMP_FOLDER = ".tmp"  # the kernel's temporary folder (TMPDIR), inside its working folder
@@ -173,6 +173,18 @@ def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: Contr
         join = " && ".join(f"echo $$ > {shlex.quote(str(group / 'cgroup.procs'))}" for group in cgroup.paths)
         cmd = ["/bin/sh", "-c", join + ' && exec "$@"', "sandbox", *cmd]
     return cmd
+
+
+def command_prefix(work: Path, cwd: Path) -> list[str]:
+    """The command that runs one program of a student's (their tests, their code) inside a sandbox like a kernel's,
+    for the grader's own checks (`llmcourse.contrib.feature_from_files`): `work` is the only writable folder (its
+    ``.tmp`` the temporary folder), `cwd` the program's working folder inside it. Empty where `detect` finds no
+    bubblewrap: the program then runs as the grader's user, as the kernels of that batch do."""
+    isolation = detect()
+    if isolation.level != "bubblewrap":
+        return []
+    (Path(work) / TMP_FOLDER).mkdir(exist_ok=True)
+    return [*kernel_prefix(isolation, Path(work), Path(work)), "--chdir", str(cwd)]
 
 
 def _make_group(root: Path, settings: dict[str, str]) -> Path | None:

@@ -39,7 +39,8 @@ ANSWERS_FILE = ".llmcourse-answers.jsonl"
 MAX_ANSWERS_BYTES = 16 * 2**20  # an answers file past this is not read: the answers count as not recorded
 NOT_ATTEMPTED = ("NotImplementedError", "NameError")  # what a stub (or a cell never filled in) raises
 # A spec's "derive": the function (module, name) the grader applies to an answer before judging it (see above)
-DERIVATIONS = {"git-history": ("llmcourse.contrib", "history_from_bundle")}
+DERIVATIONS = {"git-history": ("llmcourse.contrib", "history_from_bundle"),
+               "fork-feature": ("llmcourse.contrib", "feature_from_files")}
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def judge(got: dict | None, expected: dict, spec: AnswerSpec) -> tuple[str, str]
         if error in NOT_ATTEMPTED:
             return "not attempted", f"{error}: {message}" if message else error
         return "failed", f"computing the answer raised {error}: {message}"
-    want = derived(expected["answer"], spec)  # the reference's own answer: a failure here is the grader's, and raises
+    want = _derived_reference(expected["answer"], spec)  # a failure here is the grader's, and raises
     try:
         answer = derived(got.get("answer"), spec)
     except ValueError as exc:
@@ -119,6 +120,22 @@ def derived(answer: Any, spec: AnswerSpec) -> Any:
         return answer
     module, name = DERIVATIONS[spec.derive]
     return getattr(importlib.import_module(module), name)(answer)
+
+
+_REFERENCE_DERIVED: dict[tuple[str, str], Any] = {}  # (derivation, the reference's answer as JSON) -> what it gives
+
+
+def _derived_reference(answer: Any, spec: AnswerSpec) -> Any:
+    """`derived` for the reference's answer, worked out once per batch and process (one derivation runs the learner's
+    tests in a sandbox: seconds, the same for every submission)."""
+    if not spec.derive:
+        return answer
+    key = (spec.derive, json.dumps(answer, sort_keys=True))
+    if key not in _REFERENCE_DERIVED:
+        if len(_REFERENCE_DERIVED) >= 16:  # one batch needs one entry an exercise
+            _REFERENCE_DERIVED.clear()
+        _REFERENCE_DERIVED[key] = derived(answer, spec)
+    return _REFERENCE_DERIVED[key]
 
 
 def _compare(got: Any, want: Any, spec: AnswerSpec, where: str) -> str | None:
