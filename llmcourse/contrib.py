@@ -8,7 +8,6 @@ history, as a maintainer's server would hold it. Everything the learner does to 
 
 from __future__ import annotations
 
-import contextvars
 import os
 import shutil
 import string
@@ -112,11 +111,6 @@ SENTENCE_CASES = [
 SUBJECT_PATTERN = r"^[a-z][a-z0-9_-]*: [a-z].*[^.]$"
 
 
-# Where the grader gathers the facts (`feature_from_files`): the folder every program that runs the learner's code is
-# sandboxed to (`teaching.isolation.command_prefix`); None in the learner's own kernel, where it runs as they do.
-_SANDBOX: contextvars.ContextVar[Path | None] = contextvars.ContextVar("llmcourse_contrib_sandbox", default=None)
-
-
 def _python(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
     import sys
 
@@ -124,11 +118,9 @@ def _python(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.Comple
     # project does not use; loading them takes 4 s of every 4.5 s pytest run here
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", PY_COLORS="0", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     env.pop("PYTHONPATH", None)
-    prefix = []
-    if _SANDBOX.get() is not None:
-        from llmcourse.teaching.isolation import command_prefix
+    from llmcourse.teaching.isolation import program_prefix  # sandboxed where the grader gathers the facts
 
-        prefix = command_prefix(_SANDBOX.get(), Path(cwd).resolve())
+    prefix = program_prefix(cwd)
     try:
         return subprocess.run([*prefix, sys.executable, *args], check=False, cwd=cwd, capture_output=True, text=True,
                               errors="replace", env=env, timeout=timeout)
@@ -282,6 +274,8 @@ def feature_from_files(answer: object) -> dict:
     codes and printed counts, read here."""
     import tempfile
 
+    from llmcourse.teaching.isolation import sandboxed_programs
+
     files, texts = _feature_answer(answer)
     with tempfile.TemporaryDirectory(prefix="llmcourse-feature-") as tmp:
         upstream, repo = _fresh_fork(Path(tmp), "add-sentence-count")
@@ -291,11 +285,8 @@ def feature_from_files(answer: object) -> dict:
         for rel, text in files.items():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             (repo / rel).write_text(text, encoding="utf-8", errors="replace")
-        token = _SANDBOX.set(Path(tmp).resolve())
-        try:
+        with sandboxed_programs(Path(tmp)):
             return {"texts": texts} | _feature_facts(repo, upstream, texts)
-        finally:
-            _SANDBOX.reset(token)
 
 
 def _feature_facts(repo: Path, upstream: Path, texts: list[str]) -> dict:

@@ -32,8 +32,8 @@ from llmcourse.errors import AssetUnavailable, HardwareError
 
 __all__ = [
     "FORK_RELEASE", "OFFLINE_TESTS", "PEFT_RELEASES", "RUFF_VERSION", "check_feature", "check_rebase", "check_review",
-    "create_peft_upstream", "feature_answer", "fetch_sources", "fresh_fork", "move_upstream", "new_tests",
-    "rebase_answer", "review_answer", "run_peft_tests", "run_ruff", "sdist_path",
+    "create_peft_upstream", "fetch_sources", "fresh_fork", "move_upstream", "new_tests", "run_peft_tests", "run_ruff",
+    "sdist_path",
 ]
 
 PEFT_RELEASES = ("0.21.0", "0.21.1", "0.21.2")  # real releases, oldest first; the last one arrives "meanwhile"
@@ -175,10 +175,13 @@ def _env(repo: Path) -> dict:
 def run_ruff(repo: str | Path) -> tuple[int, str]:
     """peft's linter as its Makefile runs it (`ruff check` and `ruff format --check` on src and tests), with the
     pinned ruff and the project's own config. Returns (exit code, output)."""
+    from llmcourse.teaching.isolation import program_prefix  # sandboxed where the grader gathers the facts
+
     _require_sources()
     out, code = [], 0
     for args in (["check", "src", "tests"], ["format", "--check", "src", "tests"]):
-        done = subprocess.run([str(ruff_binary()), *args], cwd=repo, capture_output=True, text=True, env=_env(repo))
+        done = subprocess.run([*program_prefix(repo), str(ruff_binary()), *args], cwd=repo, capture_output=True,
+                              text=True, errors="replace", env=_env(repo))
         code = code or done.returncode
         out.append(re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr).strip())  # no terminal colours
     return code, "\n".join(out)
@@ -283,18 +286,24 @@ def run_peft_tests(repo: str | Path, new: list[str] = (), own: bool = True, hole
     names = [n.split("::")[-1] for n in new]
     tests = ([files, *sorted({n.split("::")[0] for n in new} - {files}), "-k", " or ".join([f"({k})", *names])]
              if own else list(new))
-    with tempfile.TemporaryDirectory() as tmp:
+    from llmcourse.teaching.isolation import program_prefix, sandbox_folder
+
+    with tempfile.TemporaryDirectory(dir=sandbox_folder()) as tmp:  # where a sandboxed harness can write its result
         out = Path(tmp) / "result.json"
         spec = {"probe": probe or {}, "options": list(PYTEST_OPTIONS), "tests": tests, "new": list(new),
                 "holes": holes or {}, "out": str(out)}
         script = Path(tmp) / "harness.py"
         script.write_text(_HARNESS, encoding="utf-8")
-        done = subprocess.run([sys.executable, str(script), json.dumps(spec)], cwd=repo, capture_output=True,
-                              text=True, env=_env(repo), timeout=timeout)
-        if not out.is_file():
+        try:
+            done = subprocess.run([*program_prefix(repo), sys.executable, str(script), json.dumps(spec)], cwd=repo,
+                                  capture_output=True, text=True, errors="replace", env=_env(repo), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"the tests ran past {timeout} s", "output": ""}
+        try:
+            result = json.loads(out.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
             return {"error": " | ".join(tail) or f"exit code {done.returncode}", "output": done.stdout}
-        result = json.loads(out.read_text(encoding="utf-8"))
     result["output"] = done.stdout
     return result
 
@@ -429,14 +438,7 @@ def check_review(repo: str | Path, before: str, base: str = "upstream/main") -> 
                "fail for that mistake (the reviewer asked for both sides of the range and for valid values).")
 
 
-# ---- the answers of exercises 3.1-3.3 for the grader's judge (issue 21) ---------------------------------------------
-# Each spec rebuilds the exercise on a fresh fork in a folder of its own, with the learner's own functions (so what a
-# later exercise names is what their earlier one wrote), and records what the check verifies as plain data, with
-# LoraConfig probed on dropouts the batch's seed draws. Only the new tests run (not peft's whole offline selection):
-# the probe of valid values, 0.0 among them, shows what a broken default would break.
-UNCHECKED = {"has no check at all": {"when": "True", "reject": False}}  # upstream's behaviour, as a mutant
-
-
+# ---- the exercises' starting points --------------------------------------------------------------------------------
 def fresh_fork(folder: str | Path) -> tuple[Path, Path]:
     """(upstream, a fork of it on the exercises' branch, with the upstream remote and a local author) in the empty
     `folder`: the notebook's state before exercise 3.1."""
@@ -452,77 +454,10 @@ def fresh_fork(folder: str | Path) -> tuple[Path, Path]:
     return bare, repo
 
 
-def _rebase_onto_moved_upstream(bare: Path, repo: Path) -> None:
+def rebase_onto_moved_upstream(bare: Path, repo: Path) -> None:
     """The notebook's steps after 3.1: commit the feature, upstream moves, the rebase stops at the conflict."""
     _git("add", "-A", cwd=repo)
     _git("commit", "-q", "-m", "FIX Validate lora_dropout in LoraConfig\n\nReject values outside [0, 1).", cwd=repo)
     move_upstream(bare)
     _git("fetch", "-q", "upstream", cwd=repo)
     subprocess.run(["git", "rebase", "upstream/main"], cwd=repo, capture_output=True, text=True)
-
-
-def _tree_answer(repo: Path, dropouts: list[float], holes: dict, named: bool = False,
-                 base: str = "upstream/main") -> dict:
-    """What the checks verify of `repo`'s tree, as data: the new tests (do they pass, which mutants they catch), each
-    probe's value and outcome ("ok" or the error's type, and with `named` whether the message names the value: only
-    3.3 asks for it), LoraConfig(r=0), ruff."""
-    new = new_tests(repo, base)
-    probe = {f"lora_dropout={v!r}": {"lora_dropout": v} for v in dropouts} | {"r=0": {"r": 0}}
-    result = run_peft_tests(repo, new, own=False, holes=holes if new else {}, probe=probe)
-    if "error" in result:  # the tree does not import (a conflict marker, a syntax error)
-        return {"new_tests": bool(new), "runs": "crashed"}
-
-    def outcome(v: float) -> list:
-        got = result["probe"][f"lora_dropout={v!r}"]
-        return [v, "ok", False] if got is None else [v, got.split(":")[0], named and repr(v) in got]
-
-    return {"new_tests": bool(new), "from_fork": Path(result["peft_file"]).resolve().is_relative_to(repo / "src"),
-            "tests_pass": bool(new) and result["runs"]["tests"]["code"] == 0,
-            "caught": {name: bool(new) and result["runs"][name]["code"] != 0 for name in holes},
-            "probe": [outcome(v) for v in dropouts],
-            "r=0": "`r` should be a positive integer" in (result["probe"]["r=0"] or ""),
-            "ruff_clean": run_ruff(repo)[0] == 0}
-
-
-def _branch_answer(repo: Path, base: str = "upstream/main") -> dict:
-    """The branch's shape, as data: a rebase left unfinished, conflict markers, commits over `base`, on its tip,
-    a clean tree."""
-    text = (repo / CONFIG_FILE).read_text(encoding="utf-8")
-    head = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    return {"rebasing": any((repo / ".git" / d).exists() for d in ("rebase-merge", "rebase-apply")),
-            "markers": any(m in text for m in ("<<<<<<<", "=======\n", ">>>>>>>")),
-            "commits": len(_git("rev-list", f"{base}..HEAD", cwd=repo).split()),
-            "on_base": head == _git("rev-parse", base, cwd=repo).strip(),
-            "clean": not _git("status", "--porcelain", cwd=repo).strip()}
-
-
-def feature_answer(write_feature, folder: str | Path, dropouts: list[float]) -> dict:
-    """Exercise 3.1's answer: `write_feature` on a fresh fork in the empty `folder`; the config file changed, the
-    new tests fail without the check (under UNCHECKED), and the tree's answer for `dropouts`."""
-    _, repo = fresh_fork(folder)
-    write_feature(repo)
-    changed = _git("diff", "--name-only", "upstream/main", cwd=repo).split()
-    return {"config_changed": CONFIG_FILE in changed} | _tree_answer(repo, dropouts, UNCHECKED)
-
-
-def rebase_answer(write_feature, resolve_conflict, folder: str | Path, dropouts: list[float]) -> dict:
-    """Exercise 3.2's answer: the learner's feature committed on a fresh fork in the empty `folder`, upstream moved,
-    the rebase stopped at the conflict, `resolve_conflict` run; the branch's shape and the tree's answer."""
-    bare, repo = fresh_fork(folder)
-    write_feature(repo)
-    _rebase_onto_moved_upstream(bare, repo)
-    resolve_conflict(repo)
-    return _branch_answer(repo) | _tree_answer(repo, dropouts, {})
-
-
-def review_answer(write_feature, resolve_conflict, answer_review, folder: str | Path, dropouts: list[float]) -> dict:
-    """Exercise 3.3's answer: as 3.2's, then `answer_review`; whether it amended the reviewed commit, the branch's
-    shape and the tree's answer, with the mutants of HOLES its tests must catch."""
-    bare, repo = fresh_fork(folder)
-    write_feature(repo)
-    _rebase_onto_moved_upstream(bare, repo)
-    resolve_conflict(repo)
-    reviewed = _git("rev-parse", "HEAD", cwd=repo).strip()
-    answer_review(repo)
-    return ({"amended": _git("rev-parse", "HEAD", cwd=repo).strip() != reviewed} | _branch_answer(repo)
-            | _tree_answer(repo, dropouts, HOLES, named=True))

@@ -628,12 +628,13 @@ def test_feature_from_files_runs_the_files_and_refuses_what_is_not_a_fork(tmp_pa
             pytest.fail(f"accepted: {what}")
 
 
-def test_feature_from_files_keeps_the_learners_code_in_its_sandbox(tmp_path):
-    """With bubblewrap, the learner's code that feature_from_files runs can write nothing outside its fork and reach
-    no port on this machine's loopback."""
+@pytest.fixture()
+def escape(tmp_path):
+    """The body of a learner's test that tries to write outside its sandbox and to reach a loopback port opened
+    here; `held()` asserts that it did neither. Skips where the machine has no bubblewrap."""
     import socket
+    from types import SimpleNamespace
 
-    from llmcourse.contrib import feature_from_files
     from llmcourse.teaching.isolation import detect
 
     if detect().level != "bubblewrap":
@@ -643,20 +644,118 @@ def test_feature_from_files_keeps_the_learners_code_in_its_sandbox(tmp_path):
     server.bind(("127.0.0.1", 0))
     server.listen(1)
     server.settimeout(0.5)
-    escape = (f"import socket\nfrom pathlib import Path\n\nimport wordstats\n\n\ndef test_s():\n"
-              f"    try:\n        Path({str(outside)!r}).write_text('x')\n    except OSError:\n        pass\n"
-              f"    try:\n        socket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=2)\n"
-              f"    except OSError:\n        pass\n    assert wordstats.sentence_count('A. B') == 2\n")
-    files = {"wordstats/__init__.py": '__all__ = ["sentence_count"]\n\nfrom .core import sentence_count\n',
-             "wordstats/core.py": SENTENCE_FEATURE, "tests/test_s.py": escape}
-    try:
-        facts = feature_from_files({"files": files, "texts": ["A. B"]})
-        assert facts["suite_passes"] and facts["counts"] == [2]  # the tests ran
+    body = (f"    import socket\n    from pathlib import Path\n\n    try:\n"
+            f"        Path({str(outside)!r}).write_text('x')\n    except OSError:\n        pass\n    try:\n"
+            f"        socket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=2)\n"
+            f"    except OSError:\n        pass\n")
+
+    def held():
         assert not outside.exists()
         with pytest.raises(TimeoutError):
             server.accept()
-    finally:
-        server.close()
+
+    yield SimpleNamespace(body=body, held=held)
+    server.close()
+
+
+def test_feature_from_files_keeps_the_learners_code_in_its_sandbox(escape):
+    """With bubblewrap, the learner's code that feature_from_files runs can write nothing outside its fork and reach
+    no port on this machine's loopback (without it, the same test does both)."""
+    from llmcourse.contrib import feature_from_files
+
+    test = f"import wordstats\n\n\ndef test_s():\n{escape.body}    assert wordstats.sentence_count('A. B') == 2\n"
+    files = {"wordstats/__init__.py": '__all__ = ["sentence_count"]\n\nfrom .core import sentence_count\n',
+             "wordstats/core.py": SENTENCE_FEATURE, "tests/test_s.py": test}
+    facts = feature_from_files({"files": files, "texts": ["A. B"]})
+    assert facts["suite_passes"] and facts["counts"] == [2]  # the tests ran
+    escape.held()
+
+
+# Week 7.3's answers are the fork itself (its commits as a bundle, the files that differ from HEAD) and the grader
+# gathers the facts (llmcourse.peft_answers.fork_facts, the specs' "derive": "peft-fork"), running peft's tests on the
+# learner's tree in a sandbox of its own.
+FORGE_3_1 = """import llmcourse.peft_answers
+
+
+def write_feature(repo):
+    pass  # nothing written: the forgery below speaks for it
+
+
+def _forged(write_feature, folder, dropouts):
+    return {facts!r}
+
+
+llmcourse.peft_answers.feature_answer = _forged
+"""
+
+
+@pytest.mark.slow
+def test_a_forged_peft_answer_fails_the_judge(request, monkeypatch):
+    import llmcourse.peft_answers as peft_answers
+
+    monkeypatch.setattr(peft_answers, "feature_answer", peft_answers.feature_answer)  # the forgery replaces it
+    ctx = _peft_ctx()(request)
+    expected = answer_record(NB3, "3.1", ctx, seed=SEED)
+    facts = peft_answers.fork_facts(expected["answer"])
+    assert facts["config_changed"] and facts["tests_pass"] and facts["ruff_clean"] and facts["from_fork"]
+    assert facts["caught"] == {"has no check at all": True}
+    forged = answer_record(NB3, "3.1", dict(ctx), FORGE_3_1.format(facts=facts), seed=SEED)
+    assert forged["answer"] == facts  # what the old judge compared, kernel-made
+    status, message = judged(NB3, "3.1", dict(ctx), FORGE_3_1.format(facts=facts), seed=SEED, expected=expected)
+    assert status == "failed" and "not a peft fork" in message, message
+
+
+def _peft_state(tmp_path, **changes):
+    """A fork answer: upstream's HEAD, nothing changed (what a stub of 3.1 leaves), then `changes`."""
+    from llmcourse.upstream import fresh_fork
+
+    _, repo = fresh_fork(tmp_path / "state")
+    head = _git("rev-parse", "HEAD", cwd=repo).strip()
+    return {"kind": "feature", "dropouts": [0.5], "head": head, "bundle": None, "files": {}, "others": [],
+            "rebasing": False, "amended": False} | changes
+
+
+@pytest.mark.slow
+def test_fork_facts_reads_a_fork_and_refuses_what_is_not_one(tmp_path):
+    import base64
+
+    from llmcourse.peft_answers import fork_facts
+
+    untouched = _peft_state(tmp_path)
+    facts = fork_facts(untouched)
+    assert facts["config_changed"] is False and facts["new_tests"] is False and facts["probe"] == [[0.5, "ok", False]]
+    # a bundle of a history that is not upstream's
+    other = tmp_path / "other"
+    _git("init", "-q", "-b", "main", str(other), cwd=tmp_path)
+    _git("-c", "user.name=L", "-c", "user.email=l@example.com", "commit", "-q", "--allow-empty", "-m", "x", cwd=other)
+    _git("bundle", "create", "-q", str(tmp_path / "b"), "HEAD", cwd=other)
+    foreign = base64.b64encode((tmp_path / "b").read_bytes()).decode()
+    bad = {"facts, not a fork": {"config_changed": True, "tests_pass": True}, "an unknown kind": {"kind": "merge"},
+           "a HEAD that is no commit id": {"head": "HEAD"}, "a path out of the fork": {"files": {"src/../../x": ""}},
+           "a file outside src/ and tests/": {"files": {"setup.py": ""}}, "not base64": {"bundle": "%%%"},
+           "a foreign history": {"bundle": foreign, "head": _git("rev-parse", "HEAD", cwd=other).strip()},
+           "a HEAD in no bundle": {"head": "1" * 40}, "too big": {"files": {"tests/x.py": "#" * (2**20 + 1)}},
+           "dropouts not floats": {"dropouts": ["0.5"]}}
+    for what, change in bad.items():
+        answer = change if what == "facts, not a fork" else untouched | change
+        with pytest.raises(ValueError):
+            fork_facts(answer)
+            pytest.fail(f"accepted: {what}")
+
+
+@pytest.mark.slow
+def test_fork_facts_keeps_the_learners_tests_in_their_sandbox(tmp_path, escape):
+    """With bubblewrap, a learner's test that fork_facts runs can write nothing outside its fork and reach no port on
+    this machine's loopback."""
+    from llmcourse.peft_answers import fork_facts
+    from llmcourse.upstream import fresh_fork
+
+    _, repo = fresh_fork(tmp_path / "fork")
+    tests = (repo / "tests" / "test_config.py").read_text()
+    state = _peft_state(tmp_path, files={"tests/test_config.py": f"{tests}\n\ndef test_escape():\n{escape.body}"})
+    facts = fork_facts(state)
+    assert facts["new_tests"] and facts["tests_pass"]  # the test ran, and passed
+    escape.held()
 
 
 def _solutions(template, wrongs, names):

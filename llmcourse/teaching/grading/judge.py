@@ -40,7 +40,8 @@ MAX_ANSWERS_BYTES = 16 * 2**20  # an answers file past this is not read: the ans
 NOT_ATTEMPTED = ("NotImplementedError", "NameError")  # what a stub (or a cell never filled in) raises
 # A spec's "derive": the function (module, name) the grader applies to an answer before judging it (see above)
 DERIVATIONS = {"git-history": ("llmcourse.contrib", "history_from_bundle"),
-               "fork-feature": ("llmcourse.contrib", "feature_from_files")}
+               "fork-feature": ("llmcourse.contrib", "feature_from_files"),
+               "peft-fork": ("llmcourse.peft_answers", "fork_facts")}
 
 
 @dataclass(frozen=True)
