@@ -187,58 +187,6 @@ def run_ruff(repo: str | Path) -> tuple[int, str]:
     return code, "\n".join(out)
 
 
-_HARNESS = r'''
-import json, sys
-sys.modules.update(bitsandbytes=None, torchao=None)  # hidden: the config tests use neither (4 s less per run)
-import pytest
-import peft
-from peft import LoraConfig
-
-spec = json.loads(sys.argv[1])
-result = {"peft_file": peft.__file__, "probe": {}, "runs": {}}
-for key, kwargs in spec["probe"].items():
-    try:
-        LoraConfig(**kwargs)
-        result["probe"][key] = None
-    except Exception as exc:
-        result["probe"][key] = f"{type(exc).__name__}: {exc}"
-
-
-class Failures:
-    def __init__(self):
-        self.failed = []
-
-    def pytest_runtest_logreport(self, report):
-        if report.failed:
-            self.failed.append(report.nodeid)
-
-
-def run(name, args):
-    failures = Failures()
-    code = pytest.main([*args, *spec["options"]], plugins=[failures])
-    result["runs"][name] = {"code": int(code), "failed": failures.failed}
-
-
-if spec["tests"]:  # none: the probe alone
-    run("tests", spec["tests"])
-original = LoraConfig.__post_init__
-for name, hole in spec["holes"].items():  # a mutant lets the values of its hole through, or rejects them
-    def post_init(self, hole=hole):
-        p = self.lora_dropout
-        if eval(hole["when"], {"p": p}):
-            if hole["reject"]:
-                raise ValueError(f"lora_dropout={p} rejected by a mutant")
-            self.lora_dropout = 0.0
-            original(self)
-            self.lora_dropout = p
-        else:
-            original(self)
-    LoraConfig.__post_init__ = post_init
-    run(name, spec["new"])
-LoraConfig.__post_init__ = original
-with open(spec["out"], "w") as f:
-    json.dump(result, f)
-'''
 BAD_DROPOUTS = (-0.1, 1.0, 1.5)  # below 0, exactly 1 (every activation dropped), above 1
 GOOD_DROPOUTS = (0.0, 0.05, 0.5, 0.99)
 HOLES = {  # mutants of a correct check: a good test of it fails under each one
@@ -278,34 +226,42 @@ def _test_names(source: str) -> set[str]:
 
 def run_peft_tests(repo: str | Path, new: list[str] = (), own: bool = True, holes: dict | None = None,
                    probe: dict | None = None, timeout: int = 300) -> dict:
-    """In one Python process on `repo`'s own peft (PYTHONPATH=src): probe LoraConfig with `probe` kwargs, run peft's
-    OFFLINE_TESTS (if `own`) and the `new` tests, then the `new` tests under each mutant of `holes`. Returns
-    {"peft_file", "probe": {key: None or "Error: message"}, "runs": {name: {"code", "failed"}}, "output"}."""
+    """On `repo`'s own peft (PYTHONPATH=src): probe LoraConfig with `probe` kwargs, run peft's OFFLINE_TESTS (if
+    `own`) and the `new` tests, then the `new` tests under each mutant of `holes`, each in a child of one harness
+    process that never imports the fork's code itself (`llmcourse/peft_harness.py`). Returns {"peft_file", "probe":
+    {key: None or "Error: message"}, "runs": {name: {"code", "failed"}}, "output"} (pytest's output of the first
+    run), or {"error", "output"} when the fork's peft does not import."""
+    import secrets
+
+    from llmcourse.teaching.isolation import program_prefix, sandbox_folder
+
     repo = Path(repo).resolve()
     files, k = OFFLINE_TESTS
     names = [n.split("::")[-1] for n in new]
     tests = ([files, *sorted({n.split("::")[0] for n in new} - {files}), "-k", " or ".join([f"({k})", *names])]
              if own else list(new))
-    from llmcourse.teaching.isolation import program_prefix, sandbox_folder
-
-    with tempfile.TemporaryDirectory(dir=sandbox_folder()) as tmp:  # where a sandboxed harness can write its result
-        out = Path(tmp) / "result.json"
-        spec = {"probe": probe or {}, "options": list(PYTEST_OPTIONS), "tests": tests, "new": list(new),
-                "holes": holes or {}, "out": str(out)}
-        script = Path(tmp) / "harness.py"
-        script.write_text(_HARNESS, encoding="utf-8")
+    with tempfile.TemporaryDirectory(dir=sandbox_folder()) as tmp:  # a folder a sandboxed harness can write
+        nonce = secrets.token_hex(16) + " "  # marks the harness's own result line: its children never see it
+        spec = {"nonce": nonce, "folder": tmp, "probe": probe or {}, "options": list(PYTEST_OPTIONS), "tests": tests,
+                "new": list(new), "holes": holes or {}}
+        script = Path(tmp) / "harness.py"  # run from a folder of its own: the package's folder would shadow modules
+        script.write_text(Path(__file__).with_name("peft_harness.py").read_text(encoding="utf-8"), encoding="utf-8")
         try:
-            done = subprocess.run([*program_prefix(repo), sys.executable, str(script), json.dumps(spec)], cwd=repo,
-                                  capture_output=True, text=True, errors="replace", env=_env(repo), timeout=timeout)
+            done = subprocess.run([*program_prefix(repo), sys.executable, str(script)], input=json.dumps(spec) + "\n",
+                                  cwd=repo, capture_output=True, text=True, errors="replace", env=_env(repo),
+                                  timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"error": f"the tests ran past {timeout} s", "output": ""}
+        output = Path(tmp) / "tests.txt"
+        output = output.read_text(encoding="utf-8", errors="replace") if output.is_file() else ""
+        line = next((line for line in reversed(done.stdout.splitlines()) if line.startswith(nonce)), None)
         try:
-            result = json.loads(out.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
-            return {"error": " | ".join(tail) or f"exit code {done.returncode}", "output": done.stdout}
-    result["output"] = done.stdout
-    return result
+            result = json.loads(line[len(nonce):])
+        except (TypeError, ValueError):
+            tail = done.stderr.strip().splitlines()[-3:]
+            return {"error": " | ".join(tail) or f"exit code {done.returncode}", "output": output}
+    return result | {"output": output}
+
 
 # ---- the checks of exercises 3.1-3.3: each runs peft's own tests on the learner's tree ------------------------------
 def _probe(with_r: bool = False) -> dict:

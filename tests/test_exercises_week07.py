@@ -758,6 +758,37 @@ def test_fork_facts_keeps_the_learners_tests_in_their_sandbox(tmp_path, escape):
     escape.held()
 
 
+FORGE_REPORT = """
+
+def test_forges_the_report():
+    import os
+    import sys
+
+    try:  # print a result line into the harness's own output
+        with open(f"/proc/{os.getppid()}/fd/1", "w") as out:
+            out.write('{"runs": {}}\\n')
+    except OSError:
+        pass
+    result = getattr(sys.modules["__main__"], "result", None)  # the harness's report, if this process holds it
+    if isinstance(result, dict):
+        for run in result.get("runs", {}).values():
+            run["code"] = 1  # every mutant "caught"
+"""
+
+
+@pytest.mark.slow
+def test_a_learners_test_cannot_rewrite_the_harness_report(tmp_path):
+    """The learner's tests run in children of the harness: a test that catches no mutant but tries to rewrite the
+    harness's report (its result in memory, its output) still catches none."""
+    from llmcourse.upstream import HOLES, fresh_fork, run_peft_tests
+
+    _, repo = fresh_fork(tmp_path)
+    tests = repo / "tests" / "test_config.py"
+    tests.write_text(tests.read_text() + FORGE_REPORT)
+    result = run_peft_tests(repo, ["tests/test_config.py::test_forges_the_report"], own=False, holes=HOLES)
+    assert {name: run["code"] for name, run in result["runs"].items()} == dict.fromkeys(["tests", *HOLES], 0)
+
+
 def _solutions(template, wrongs, names):
     """The wrong answers of a table above as solutions: their pieces bound to `names`, then `template`."""
     return {what: f"{', '.join(names)} = {', '.join(repr(p) for p in pieces[:len(names)])}\n{template}"
