@@ -507,7 +507,7 @@ test_the_judge_rejects_the_wrong_answers, test_the_judge_passes_the_reference_an
 # Exercise 2.2's answer is the repository itself (a git bundle), and the grader reads the facts from it
 # (llmcourse.contrib.history_from_bundle, the spec's "derive"): a kernel that replaces the course's helper to return the
 # facts of a perfect answer does not pass. 2.1's answer is the files the learner's write_feature wrote, and the grader
-# runs them itself, sandboxed (feature_from_files). 3.x still record facts gathered in the kernel (docs/grading.md).
+# runs them itself, sandboxed (feature_from_files); 3.x send the fork and the grader runs peft's tests on it (below).
 FORGE_2_2 = """import llmcourse.contrib
 
 
