@@ -118,9 +118,9 @@ def _python(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.Comple
     # project does not use; loading them takes 4 s of every 4.5 s pytest run here
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", PY_COLORS="0", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     env.pop("PYTHONPATH", None)
-    from llmcourse.teaching.isolation import program_prefix  # sandboxed where the grader gathers the facts
+    from llmcourse.programs import prefix as confinement  # the sandbox, where the grader gathers the facts
 
-    prefix = program_prefix(cwd)
+    prefix = confinement(cwd)
     try:
         return subprocess.run([*prefix, sys.executable, *args], check=False, cwd=cwd, capture_output=True, text=True,
                               errors="replace", env=env, timeout=timeout)
@@ -268,13 +268,13 @@ def feature_from_files(answer: object) -> dict:
     is clean; and the texts, which the judge compares with the reference's. Raises ValueError for an answer that is
     not such a record.
 
-    Runs in the grader's process. The learner's code runs only in the programs it starts (Python, pytest, ruff),
-    each inside a sandbox like a kernel's where the machine has bubblewrap (`teaching.isolation.command_prefix`: no
-    network, a private read-only view of the system, only this fork's folder writable); the facts are their exit
-    codes and printed counts, read here."""
+    Runs in the grader's process (`teaching.grading.judge.derived`). The learner's code runs only in the programs it
+    starts (Python, pytest, ruff), each confined to this fork's folder (`llmcourse.programs`): under the judge, a
+    sandbox like a kernel's where the machine has bubblewrap (no network, a private read-only view of the system,
+    only that folder writable); the facts are their exit codes and printed counts, read here."""
     import tempfile
 
-    from llmcourse.teaching.isolation import sandboxed_programs
+    from llmcourse.programs import confined_to
 
     files, texts = _feature_answer(answer)
     with tempfile.TemporaryDirectory(prefix="llmcourse-feature-") as tmp:
@@ -285,7 +285,7 @@ def feature_from_files(answer: object) -> dict:
         for rel, text in files.items():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             (repo / rel).write_text(text, encoding="utf-8", errors="replace")
-        with sandboxed_programs(Path(tmp)):
+        with confined_to(Path(tmp)):
             return {"texts": texts} | _feature_facts(repo, upstream, texts)
 
 

@@ -8,9 +8,9 @@ about it: its commits over upstream (a git bundle), the text of the files that d
 things only the kernel can say (a rebase left unfinished, a commit amended). The grader builds the same upstream
 (its commits have fixed authors and dates, so the same hashes), fetches the bundle, lays the files over its HEAD and
 gathers what the checks verify (`fork_facts`): every program that runs the learner's code (peft's tests under the
-mutants, the LoraConfig probe, ruff) runs inside a sandbox like a kernel's (`teaching.isolation.sandboxed_programs`).
-Only the new tests run, not peft's whole offline selection: the probe of valid values, 0.0 among them, shows what a
-broken default would break.
+mutants, the LoraConfig probe, ruff) is confined to the fork's folder (`llmcourse.programs`; under the judge, a
+sandbox like a kernel's). Only the new tests run, not peft's whole offline selection: the probe of valid values, 0.0
+among them, shows what a broken default would break.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 from .upstream import (
     CONFIG_FILE,
     HOLES,
-    _git,
     create_peft_upstream,
     fresh_fork,
+    git,
     move_upstream,
     new_tests,
     rebase_onto_moved_upstream,
@@ -68,25 +68,25 @@ def review_answer(write_feature, resolve_conflict, answer_review, folder: str | 
     write_feature(repo)
     rebase_onto_moved_upstream(bare, repo)
     resolve_conflict(repo)
-    reviewed = _git("rev-parse", "HEAD", cwd=repo).strip()
+    reviewed = git("rev-parse", "HEAD", cwd=repo).strip()
     answer_review(repo)
-    return _fork_state(repo, "review", dropouts, amended=_git("rev-parse", "HEAD", cwd=repo).strip() != reviewed)
+    return _fork_state(repo, "review", dropouts, amended=git("rev-parse", "HEAD", cwd=repo).strip() != reviewed)
 
 
 def _fork_state(repo: Path, kind: str, dropouts: list[float], amended: bool = False) -> dict:
     """The fork as data: HEAD, its commits over upstream/main as a git bundle (base64; None when HEAD is upstream's),
     the text of every file that differs from HEAD (None: deleted), and the kernel's word on a rebase in progress and
     on the amended commit."""
-    base = _git("rev-parse", "upstream/main", cwd=repo).strip()
-    head = _git("rev-parse", "HEAD", cwd=repo).strip()
+    base = git("rev-parse", "upstream/main", cwd=repo).strip()
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
     bundle = None
     if head != base:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "fork.bundle"
-            _git("bundle", "create", "-q", str(path), "HEAD", f"^{base}", cwd=repo)
+            git("bundle", "create", "-q", str(path), "HEAD", f"^{base}", cwd=repo)
             bundle = base64.b64encode(path.read_bytes()).decode("ascii")
-    changed = set(_git("diff", "--name-only", "HEAD", cwd=repo).split())
-    changed |= set(_git("ls-files", "--others", "--exclude-standard", cwd=repo).split())
+    changed = set(git("diff", "--name-only", "HEAD", cwd=repo).split())
+    changed |= set(git("ls-files", "--others", "--exclude-standard", cwd=repo).split())
     files = {rel: (repo / rel).read_text(encoding="utf-8", errors="replace") if (repo / rel).is_file() else None
              for rel in sorted(changed) if _PATH.fullmatch(rel)}
     return {"kind": kind, "dropouts": [float(v) for v in dropouts], "head": head, "bundle": bundle, "files": files,
@@ -125,7 +125,7 @@ def fork_facts(answer: object) -> dict:
     tree; the rebase in progress and, for 3.3, the amended commit are the kernel's word), and for all the tree's
     answer (the new tests pass, which mutants they catch, LoraConfig on each probe value and on r=0, ruff). Raises
     ValueError for an answer that is not a fork, or whose commits do not sit on upstream's history."""
-    from llmcourse.teaching.isolation import sandboxed_programs
+    from llmcourse.programs import confined_to
 
     answer = _read(answer)
     kind, dropouts = answer["kind"], answer["dropouts"]
@@ -135,9 +135,9 @@ def fork_facts(answer: object) -> dict:
         if kind != "feature":  # 3.2 and 3.3 rebase onto upstream's next commits
             move_upstream(bare)
         repo = folder / "peft"
-        _git("clone", "-q", str(bare), str(repo), cwd=folder)
-        _git("remote", "add", "upstream", str(bare), cwd=repo)
-        _git("fetch", "-q", "upstream", cwd=repo)
+        git("clone", "-q", str(bare), str(repo), cwd=folder)
+        git("remote", "add", "upstream", str(bare), cwd=repo)
+        git("fetch", "-q", "upstream", cwd=repo)
         _checkout(repo, answer["head"], answer["bundle"], folder)
         for rel, text in answer["files"].items():
             path = repo / rel
@@ -146,10 +146,10 @@ def fork_facts(answer: object) -> dict:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text, encoding="utf-8")
-        with sandboxed_programs(folder):
+        with confined_to(folder):
             facts = {"kind": kind, "dropouts": dropouts}
             if kind == "feature":
-                changed = _git("diff", "--name-only", "upstream/main", cwd=repo).split()
+                changed = git("diff", "--name-only", "upstream/main", cwd=repo).split()
                 return facts | {"config_changed": CONFIG_FILE in changed} | _tree_answer(repo, dropouts, UNCHECKED)
             branch = _branch_answer(repo, answer["rebasing"], answer["others"])
             if kind == "rebase":
@@ -214,6 +214,6 @@ def _branch_answer(repo: Path, rebasing: bool, others: list[str], base: str = "u
     text = (repo / CONFIG_FILE).read_text(encoding="utf-8", errors="replace") if (repo / CONFIG_FILE).is_file() else ""
     head = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=repo, capture_output=True, text=True).stdout.strip()
     return {"rebasing": rebasing, "markers": any(m in text for m in ("<<<<<<<", "=======\n", ">>>>>>>")),
-            "commits": len(_git("rev-list", f"{base}..HEAD", cwd=repo).split()),
-            "on_base": head == _git("rev-parse", base, cwd=repo).strip(),
-            "clean": not others and not _git("status", "--porcelain", cwd=repo).strip()}
+            "commits": len(git("rev-list", f"{base}..HEAD", cwd=repo).split()),
+            "on_base": head == git("rev-parse", base, cwd=repo).strip(),
+            "clean": not others and not git("status", "--porcelain", cwd=repo).strip()}

@@ -32,8 +32,8 @@ from llmcourse.errors import AssetUnavailable, HardwareError
 
 __all__ = [
     "FORK_RELEASE", "OFFLINE_TESTS", "PEFT_RELEASES", "RUFF_VERSION", "check_feature", "check_rebase", "check_review",
-    "create_peft_upstream", "fetch_sources", "fresh_fork", "move_upstream", "new_tests", "run_peft_tests", "run_ruff",
-    "sdist_path",
+    "create_peft_upstream", "fetch_sources", "fresh_fork", "git", "move_upstream", "new_tests",
+    "rebase_onto_moved_upstream", "run_peft_tests", "run_ruff", "sdist_path",
 ]
 
 PEFT_RELEASES = ("0.21.0", "0.21.1", "0.21.2")  # real releases, oldest first; the last one arrives "meanwhile"
@@ -92,7 +92,8 @@ def _require_sources() -> None:
 
 
 # ---- the upstream repository ----------------------------------------------------------------------------------------
-def _git(*args: str, cwd: Path, author: list[str] | None = None, date: str | None = None) -> str:
+def git(*args: str, cwd: Path, author: list[str] | None = None, date: str | None = None) -> str:
+    """`git <args>` in `cwd` (as `author`, dated `date`); its output, or HardwareError with git's message."""
     env = dict(os.environ, GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date) if date else None
     done = subprocess.run(["git", *(author or []), *args], check=False, cwd=cwd, env=env, capture_output=True,
                           text=True)
@@ -104,7 +105,7 @@ def _git(*args: str, cwd: Path, author: list[str] | None = None, date: str | Non
 def _unpack_release(version: str, work: Path) -> None:
     """Replace the tracked files of `work` by the release's source (packaging metadata left out)."""
     if (work / "src").exists():
-        _git("rm", "-rq", ".", cwd=work)
+        git("rm", "-rq", ".", cwd=work)
     with tarfile.open(sdist_path(version)) as tar:
         for member in tar.getmembers():
             rel = member.name.split("/", 1)[1] if "/" in member.name else ""
@@ -117,9 +118,9 @@ def _unpack_release(version: str, work: Path) -> None:
 
 def _release(version: str, work: Path) -> None:
     _unpack_release(version, work)
-    _git("add", "-A", cwd=work)
-    _git("commit", "-q", "-m", f"Release: v{version}", cwd=work, author=_RELEASER, date=_DATES[version])
-    _git("tag", f"v{version}", cwd=work, author=_RELEASER, date=_DATES[version])
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", f"Release: v{version}", cwd=work, author=_RELEASER, date=_DATES[version])
+    git("tag", f"v{version}", cwd=work, author=_RELEASER, date=_DATES[version])
 
 
 def create_peft_upstream(folder: str | Path) -> Path:
@@ -128,7 +129,7 @@ def create_peft_upstream(folder: str | Path) -> Path:
     bare, work = start_upstream(folder)
     for version in PEFT_RELEASES[:PEFT_RELEASES.index(FORK_RELEASE) + 1]:
         _release(version, work)
-    _git("clone", "-q", "--bare", str(work), str(bare), cwd=folder)
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=folder)
     shutil.rmtree(work)
     return bare
 
@@ -147,19 +148,19 @@ def move_upstream(bare: str | Path) -> str:
     bare = Path(bare)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
-        _git("clone", "-q", str(bare), str(work), cwd=Path(tmp))
+        git("clone", "-q", str(bare), str(work), cwd=Path(tmp))
         _release(PEFT_RELEASES[-1], work)
         config = work / CONFIG_FILE
         config.write_text(config.read_text(encoding="utf-8").replace(ANCHOR, ANCHOR + R_CHECK, 1), encoding="utf-8")
         tests = work / "tests" / "test_config.py"
         anchor = "    def test_lora_config_layers_to_transform_validation(self):\n"
         tests.write_text(tests.read_text(encoding="utf-8").replace(anchor, R_TEST + anchor, 1), encoding="utf-8")
-        _git("add", "-A", cwd=work)
-        _git("commit", "-q", "-m", "FIX Validate that LoRA rank r is positive\n\nLoraConfig(r=0) was accepted and "
+        git("add", "-A", cwd=work)
+        git("commit", "-q", "-m", "FIX Validate that LoRA rank r is positive\n\nLoraConfig(r=0) was accepted and "
              "failed only later, inside get_peft_model. Raise at once,\nwith the value.", cwd=work, author=_COURSE,
              date=_DATES["course"])
-        _git("push", "-q", "--tags", "origin", "main", cwd=work)
-    return _git("log", "--format=%h %an  %s", cwd=bare).strip()
+        git("push", "-q", "--tags", "origin", "main", cwd=work)
+    return git("log", "--format=%h %an  %s", cwd=bare).strip()
 
 
 # ---- peft's own tests and linter, on a working copy ------------------------------------------------------------------
@@ -175,12 +176,12 @@ def _env(repo: Path) -> dict:
 def run_ruff(repo: str | Path) -> tuple[int, str]:
     """peft's linter as its Makefile runs it (`ruff check` and `ruff format --check` on src and tests), with the
     pinned ruff and the project's own config. Returns (exit code, output)."""
-    from llmcourse.teaching.isolation import program_prefix  # sandboxed where the grader gathers the facts
+    from llmcourse.programs import prefix  # the sandbox, where the grader gathers the facts
 
     _require_sources()
     out, code = [], 0
     for args in (["check", "src", "tests"], ["format", "--check", "src", "tests"]):
-        done = subprocess.run([*program_prefix(repo), str(ruff_binary()), *args], cwd=repo, capture_output=True,
+        done = subprocess.run([*prefix(repo), str(ruff_binary()), *args], cwd=repo, capture_output=True,
                               text=True, errors="replace", env=_env(repo))
         code = code or done.returncode
         out.append(re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr).strip())  # no terminal colours
@@ -233,21 +234,21 @@ def run_peft_tests(repo: str | Path, new: list[str] = (), own: bool = True, hole
     run), or {"error", "output"} when the fork's peft does not import."""
     import secrets
 
-    from llmcourse.teaching.isolation import program_prefix, sandbox_folder
+    from llmcourse import programs
 
     repo = Path(repo).resolve()
     files, k = OFFLINE_TESTS
     names = [n.split("::")[-1] for n in new]
     tests = ([files, *sorted({n.split("::")[0] for n in new} - {files}), "-k", " or ".join([f"({k})", *names])]
              if own else list(new))
-    with tempfile.TemporaryDirectory(dir=sandbox_folder()) as tmp:  # a folder a sandboxed harness can write
+    with tempfile.TemporaryDirectory(dir=programs.folder()) as tmp:  # a folder a confined harness can write
         nonce = secrets.token_hex(16) + " "  # marks the harness's own result line: its children never see it
         spec = {"nonce": nonce, "folder": tmp, "probe": probe or {}, "options": list(PYTEST_OPTIONS), "tests": tests,
                 "new": list(new), "holes": holes or {}}
         script = Path(tmp) / "harness.py"  # run from a folder of its own: the package's folder would shadow modules
         script.write_text(Path(__file__).with_name("peft_harness.py").read_text(encoding="utf-8"), encoding="utf-8")
         try:
-            done = subprocess.run([*program_prefix(repo), sys.executable, str(script)], input=json.dumps(spec) + "\n",
+            done = subprocess.run([*programs.prefix(repo), sys.executable, str(script)], input=json.dumps(spec) + "\n",
                                   cwd=repo, capture_output=True, text=True, errors="replace", env=_env(repo),
                                   timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -295,13 +296,13 @@ def _expect_dropout_rule(result: dict) -> None:
 def _expect_clean_branch(repo: Path, base: str) -> str:
     from llmcourse.checks import expect
 
-    commits = _git("rev-list", f"{base}..HEAD", cwd=repo).split()
+    commits = git("rev-list", f"{base}..HEAD", cwd=repo).split()
     expect(len(commits) == 1, f"the branch holds {len(commits)} commits over {base}, expected exactly 1: one "
            "focused commit per pull request (fold later fixes into it with git commit --amend).")
-    parent = _git("rev-parse", "HEAD~1", cwd=repo).strip()
-    expect(parent == _git("rev-parse", base, cwd=repo).strip(),
+    parent = git("rev-parse", "HEAD~1", cwd=repo).strip()
+    expect(parent == git("rev-parse", base, cwd=repo).strip(),
            f"your commit does not sit on {base}'s newest commit: rebase it (git rebase {base}).")
-    status = _git("status", "--porcelain", cwd=repo).strip()
+    status = git("status", "--porcelain", cwd=repo).strip()
     expect(not status, f"the working tree is not clean: {status.splitlines()[:3]}.")
     return commits[0]
 
@@ -320,8 +321,8 @@ def check_feature(repo: str | Path, base: str = "upstream/main") -> None:
     from llmcourse.checks import expect
 
     repo = Path(repo)
-    changed = _git("diff", "--name-only", base, cwd=repo).split()
-    changed += _git("ls-files", "--others", "--exclude-standard", cwd=repo).split()
+    changed = git("diff", "--name-only", base, cwd=repo).split()
+    changed += git("ls-files", "--others", "--exclude-standard", cwd=repo).split()
     if not changed:  # nothing written yet: the exercise cell is still the stub
         raise NotImplementedError(f"the working tree equals {base}")
     expect(CONFIG_FILE in changed, f"you changed {changed[:4]} but not {CONFIG_FILE}, where LoraConfig lives.")
@@ -376,7 +377,7 @@ def check_review(repo: str | Path, before: str, base: str = "upstream/main") -> 
     from llmcourse.checks import expect
 
     repo = Path(repo)
-    if _git("rev-parse", "HEAD", cwd=repo).strip() == before:  # the exercise cell is still the stub
+    if git("rev-parse", "HEAD", cwd=repo).strip() == before:  # the exercise cell is still the stub
         raise NotImplementedError("the commit is the one the reviewer saw")
     _expect_clean_branch(repo, base)
     new = new_tests(repo, base)
@@ -401,19 +402,19 @@ def fresh_fork(folder: str | Path) -> tuple[Path, Path]:
     folder = Path(folder)
     bare = create_peft_upstream(folder)
     repo = folder / "peft"
-    _git("clone", "-q", str(bare), str(repo), cwd=folder)
-    _git("remote", "add", "upstream", str(bare), cwd=repo)
-    _git("fetch", "-q", "upstream", cwd=repo)
-    _git("config", "user.name", "Course learner", cwd=repo)
-    _git("config", "user.email", "learner@llmcourse.invalid", cwd=repo)
-    _git("switch", "-q", "-c", "validate-lora-dropout", cwd=repo)
+    git("clone", "-q", str(bare), str(repo), cwd=folder)
+    git("remote", "add", "upstream", str(bare), cwd=repo)
+    git("fetch", "-q", "upstream", cwd=repo)
+    git("config", "user.name", "Course learner", cwd=repo)
+    git("config", "user.email", "learner@llmcourse.invalid", cwd=repo)
+    git("switch", "-q", "-c", "validate-lora-dropout", cwd=repo)
     return bare, repo
 
 
 def rebase_onto_moved_upstream(bare: Path, repo: Path) -> None:
     """The notebook's steps after 3.1: commit the feature, upstream moves, the rebase stops at the conflict."""
-    _git("add", "-A", cwd=repo)
-    _git("commit", "-q", "-m", "FIX Validate lora_dropout in LoraConfig\n\nReject values outside [0, 1).", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "FIX Validate lora_dropout in LoraConfig\n\nReject values outside [0, 1).", cwd=repo)
     move_upstream(bare)
-    _git("fetch", "-q", "upstream", cwd=repo)
+    git("fetch", "-q", "upstream", cwd=repo)
     subprocess.run(["git", "rebase", "upstream/main"], cwd=repo, capture_output=True, text=True)

@@ -659,14 +659,14 @@ def escape(tmp_path):
 
 
 def test_feature_from_files_keeps_the_learners_code_in_its_sandbox(escape):
-    """With bubblewrap, the learner's code that feature_from_files runs can write nothing outside its fork and reach
-    no port on this machine's loopback (without it, the same test does both)."""
-    from llmcourse.contrib import feature_from_files
+    """With bubblewrap, the learner's code that feature_from_files runs for the judge can write nothing outside its
+    fork and reach no port on this machine's loopback (without it, the same test does both)."""
+    from llmcourse.teaching.grading.judge import AnswerSpec, derived
 
     test = f"import wordstats\n\n\ndef test_s():\n{escape.body}    assert wordstats.sentence_count('A. B') == 2\n"
     files = {"wordstats/__init__.py": '__all__ = ["sentence_count"]\n\nfrom .core import sentence_count\n',
              "wordstats/core.py": SENTENCE_FEATURE, "tests/test_s.py": test}
-    facts = feature_from_files({"files": files, "texts": ["A. B"]})
+    facts = derived({"files": files, "texts": ["A. B"]}, AnswerSpec("", derive="fork-feature"))  # as the judge runs it
     assert facts["suite_passes"] and facts["counts"] == [2]  # the tests ran
     escape.held()
 
@@ -745,15 +745,15 @@ def test_fork_facts_reads_a_fork_and_refuses_what_is_not_one(tmp_path):
 
 @pytest.mark.slow
 def test_fork_facts_keeps_the_learners_tests_in_their_sandbox(tmp_path, escape):
-    """With bubblewrap, a learner's test that fork_facts runs can write nothing outside its fork and reach no port on
-    this machine's loopback."""
-    from llmcourse.peft_answers import fork_facts
+    """With bubblewrap, a learner's test that fork_facts runs for the judge can write nothing outside its fork and
+    reach no port on this machine's loopback."""
+    from llmcourse.teaching.grading.judge import AnswerSpec, derived
     from llmcourse.upstream import fresh_fork
 
     _, repo = fresh_fork(tmp_path / "fork")
     tests = (repo / "tests" / "test_config.py").read_text()
     state = _peft_state(tmp_path, files={"tests/test_config.py": f"{tests}\n\ndef test_escape():\n{escape.body}"})
-    facts = fork_facts(state)
+    facts = derived(state, AnswerSpec("", derive="peft-fork"))  # as the judge runs it
     assert facts["new_tests"] and facts["tests_pass"]  # the test ran, and passed
     escape.held()
 

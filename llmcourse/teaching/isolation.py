@@ -24,8 +24,6 @@ got, and why.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import os
 import shlex
@@ -37,8 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["ControlGroups", "Isolation", "MAX_TASKS", "TMP_FOLDER", "TMP_MIB", "cgroup_cleanup", "cgroup_create",
-           "command_prefix", "detect", "hard_memory_bytes", "kernel_manager", "kernel_prefix", "program_prefix",
-           "sandbox_folder", "sandboxed_programs", "sweep_stale_groups"]
+           "command_prefix", "detect", "hard_memory_bytes", "kernel_manager", "kernel_prefix", "sweep_stale_groups"]
 
 TMP_MIB = 256  # a tmpfs lives in memory the process watchdog does not see: keep it small
 TMP_FOLDER = ".tmp"  # the kernel's temporary folder (TMPDIR), inside its working folder
@@ -180,41 +177,14 @@ def kernel_prefix(isolation: Isolation, work: Path, runtime: Path, cgroup: Contr
 
 def command_prefix(work: Path, cwd: Path) -> list[str]:
     """The command that runs one program of a student's (their tests, their code) inside a sandbox like a kernel's,
-    for the grader's own checks (`llmcourse.contrib.feature_from_files`): `work` is the only writable folder (its
-    ``.tmp`` the temporary folder), `cwd` the program's working folder inside it. Empty where `detect` finds no
-    bubblewrap: the program then runs as the grader's user, as the kernels of that batch do."""
+    for the grader's own checks (the judge installs it as the confiner of `llmcourse.programs`): `work` is the only
+    writable folder (its ``.tmp`` the temporary folder), `cwd` the program's working folder inside it. Empty where
+    `detect` finds no bubblewrap: the program then runs as the grader's user, as the kernels of that batch do."""
     isolation = detect()
     if isolation.level != "bubblewrap":
         return []
     (Path(work) / TMP_FOLDER).mkdir(exist_ok=True)
     return [*kernel_prefix(isolation, Path(work), Path(work)), "--chdir", str(cwd)]
-
-
-# While the grader gathers facts from a student's work (`sandboxed_programs`): the folder every program that runs the
-# student's code is confined to. None elsewhere (in the learner's own kernel the course's helpers run as they do).
-_PROGRAM_FOLDER: contextvars.ContextVar[Path | None] = contextvars.ContextVar("llmcourse_program_folder", default=None)
-
-
-@contextlib.contextmanager
-def sandboxed_programs(folder: Path):
-    """Within this block, the course's helpers that start programs on a student's code (pytest, Python, ruff: see
-    `program_prefix`) run them sandboxed to `folder`, the only folder they may write."""
-    token = _PROGRAM_FOLDER.set(Path(folder).resolve())
-    try:
-        yield
-    finally:
-        _PROGRAM_FOLDER.reset(token)
-
-
-def sandbox_folder() -> Path | None:
-    """The folder of the enclosing `sandboxed_programs` block (temporary files the programs write go there), or None."""
-    return _PROGRAM_FOLDER.get()
-
-
-def program_prefix(cwd: Path) -> list[str]:
-    """What goes before a program's command line: `command_prefix` inside a `sandboxed_programs` block, else nothing."""
-    folder = _PROGRAM_FOLDER.get()
-    return [] if folder is None else command_prefix(folder, Path(cwd).resolve())
 
 
 def _make_group(root: Path, settings: dict[str, str]) -> Path | None:

@@ -116,11 +116,17 @@ def judge(got: dict | None, expected: dict, spec: AnswerSpec) -> tuple[str, str]
 
 
 def derived(answer: Any, spec: AnswerSpec) -> Any:
-    """`answer` as the judge compares it: through the spec's derivation (in this process), if it names one."""
+    """`answer` as the judge compares it: through the spec's derivation (in this process), if it names one. The
+    programs a derivation starts on the student's code run in the sandbox (`llmcourse.programs`)."""
     if not spec.derive:
         return answer
+    from llmcourse.programs import confiner
+
+    from .. import isolation
+
     module, name = DERIVATIONS[spec.derive]
-    return getattr(importlib.import_module(module), name)(answer)
+    with confiner(isolation.command_prefix):
+        return getattr(importlib.import_module(module), name)(answer)
 
 
 _REFERENCE_DERIVED: dict[tuple[str, str], Any] = {}  # (derivation, the reference's answer as JSON) -> what it gives
