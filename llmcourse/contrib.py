@@ -15,6 +15,7 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
+from llmcourse import programs  # the sandbox, where the grader gathers the facts
 from llmcourse.errors import ConfigError, HardwareError
 
 __all__ = ["check_feature", "check_history", "create_upstream", "feature_files", "feature_from_files", "fill_template",
@@ -118,12 +119,9 @@ def _python(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.Comple
     # project does not use; loading them takes 4 s of every 4.5 s pytest run here
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", PY_COLORS="0", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     env.pop("PYTHONPATH", None)
-    from llmcourse.programs import prefix as confinement  # the sandbox, where the grader gathers the facts
-
-    prefix = confinement(cwd)
     try:
-        return subprocess.run([*prefix, sys.executable, *args], check=False, cwd=cwd, capture_output=True, text=True,
-                              errors="replace", env=env, timeout=timeout)
+        return subprocess.run([*programs.prefix(cwd), sys.executable, *args], check=False, cwd=cwd,
+                              capture_output=True, text=True, errors="replace", env=env, timeout=timeout)
     except subprocess.TimeoutExpired:  # a learner's loop: the run failed, with pytest's code for an interrupted run
         return subprocess.CompletedProcess(args, 2, "", f"stopped after {timeout} s")
 
@@ -274,8 +272,6 @@ def feature_from_files(answer: object) -> dict:
     only that folder writable); the facts are their exit codes and printed counts, read here."""
     import tempfile
 
-    from llmcourse.programs import confined_to
-
     files, texts = _feature_answer(answer)
     with tempfile.TemporaryDirectory(prefix="llmcourse-feature-") as tmp:
         upstream, repo = _fresh_fork(Path(tmp), "add-sentence-count")
@@ -285,7 +281,7 @@ def feature_from_files(answer: object) -> dict:
         for rel, text in files.items():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             (repo / rel).write_text(text, encoding="utf-8", errors="replace")
-        with confined_to(Path(tmp)):
+        with programs.confined_to(Path(tmp)):
             return {"texts": texts} | _feature_facts(repo, upstream, texts)
 
 

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from . import programs  # the sandbox, where the grader gathers the facts
 from .upstream import (
     CONFIG_FILE,
     HOLES,
@@ -125,8 +126,6 @@ def fork_facts(answer: object) -> dict:
     tree; the rebase in progress and, for 3.3, the amended commit are the kernel's word), and for all the tree's
     answer (the new tests pass, which mutants they catch, LoraConfig on each probe value and on r=0, ruff). Raises
     ValueError for an answer that is not a fork, or whose commits do not sit on upstream's history."""
-    from llmcourse.programs import confined_to
-
     answer = _read(answer)
     kind, dropouts = answer["kind"], answer["dropouts"]
     with tempfile.TemporaryDirectory(prefix="llmcourse-peft-") as tmp:
@@ -146,7 +145,7 @@ def fork_facts(answer: object) -> dict:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text, encoding="utf-8")
-        with confined_to(folder):
+        with programs.confined_to(folder):
             facts = {"kind": kind, "dropouts": dropouts}
             if kind == "feature":
                 changed = git("diff", "--name-only", "upstream/main", cwd=repo).split()

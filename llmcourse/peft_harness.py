@@ -109,16 +109,15 @@ def _run(job: dict, output: str) -> tuple[int, dict | None]:
     return os.waitstatus_to_exitcode(status), data if isinstance(data, dict) else None
 
 
-def _warm_up() -> None:
+def _warm_up(fork_src: str) -> None:
     """Import, once and before any child, what peft's import and its tests need: pytest, torch, transformers, and
     the modules the course's own installed peft loads (the fork's folder taken off the path meanwhile, and that
     peft forgotten afterwards, so that each child imports the fork's)."""
     import pytest  # noqa: F401
     import torch  # noqa: F401
 
-    fork = [p for p in sys.path if p.endswith(os.sep + "src") or p.endswith("/src")]
     saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if p not in fork and p not in ("", ".")]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != fork_src]
     try:
         import peft  # noqa: F401  the installed one
         import peft.tuners.lora  # noqa: F401
@@ -135,7 +134,7 @@ def main() -> None:
     sys.stdin.close()
     _undumpable()
     sys.modules.update(bitsandbytes=None, torchao=None)  # hidden: the config tests use neither (4 s less per run)
-    _warm_up()
+    _warm_up(spec["src"])
 
     folder = spec["folder"]
     code, probe = _run({"kind": "probe", "probe": spec["probe"]}, os.path.join(folder, "probe.txt"))

@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from llmcourse import programs  # the sandbox, where the grader gathers the facts
 from llmcourse.assets import cache_dir
 from llmcourse.contrib import start_upstream
 from llmcourse.errors import AssetUnavailable, HardwareError
@@ -176,12 +177,10 @@ def _env(repo: Path) -> dict:
 def run_ruff(repo: str | Path) -> tuple[int, str]:
     """peft's linter as its Makefile runs it (`ruff check` and `ruff format --check` on src and tests), with the
     pinned ruff and the project's own config. Returns (exit code, output)."""
-    from llmcourse.programs import prefix  # the sandbox, where the grader gathers the facts
-
     _require_sources()
     out, code = [], 0
     for args in (["check", "src", "tests"], ["format", "--check", "src", "tests"]):
-        done = subprocess.run([*prefix(repo), str(ruff_binary()), *args], cwd=repo, capture_output=True,
+        done = subprocess.run([*programs.prefix(repo), str(ruff_binary()), *args], cwd=repo, capture_output=True,
                               text=True, errors="replace", env=_env(repo))
         code = code or done.returncode
         out.append(re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr).strip())  # no terminal colours
@@ -234,7 +233,6 @@ def run_peft_tests(repo: str | Path, new: list[str] = (), own: bool = True, hole
     run), or {"error", "output"} when the fork's peft does not import."""
     import secrets
 
-    from llmcourse import programs
 
     repo = Path(repo).resolve()
     files, k = OFFLINE_TESTS
@@ -243,8 +241,8 @@ def run_peft_tests(repo: str | Path, new: list[str] = (), own: bool = True, hole
              if own else list(new))
     with tempfile.TemporaryDirectory(dir=programs.folder()) as tmp:  # a folder a confined harness can write
         nonce = secrets.token_hex(16) + " "  # marks the harness's own result line: its children never see it
-        spec = {"nonce": nonce, "folder": tmp, "probe": probe or {}, "options": list(PYTEST_OPTIONS), "tests": tests,
-                "new": list(new), "holes": holes or {}}
+        spec = {"nonce": nonce, "folder": tmp, "src": str(repo / "src"), "probe": probe or {},
+                "options": list(PYTEST_OPTIONS), "tests": tests, "new": list(new), "holes": holes or {}}
         script = Path(tmp) / "harness.py"  # run from a folder of its own: the package's folder would shadow modules
         script.write_text(Path(__file__).with_name("peft_harness.py").read_text(encoding="utf-8"), encoding="utf-8")
         try:
