@@ -10,7 +10,8 @@ Every row runs in a fresh Python process, so that nothing from another row stays
 measured = peak - baseline is compared with `llmcourse.estimate(...)` for the same configuration. On a CPU the
 worker runs with a fixed glibc mmap threshold, so that freed tensors go back to the system at once and the peak is
 the memory the tensors held (the same from run to run); the estimate is then taken without its "CPU allocator
-slack" term, which stands for what glibc's default settings keep back (`--resident-repeats N` measures that too).
+slack" term, which stands for what glibc's default settings keep back (`--resident-repeats N` measures that too, and
+`--add-resident FILE --threads T` adds runs at another thread count to rows measured earlier).
 On a GPU the measurement is `torch.cuda.max_memory_allocated()`. A second table compares `prepare_qlora` with the plain
 peft recipe (prepare_model_for_kbit_training + get_peft_model) on the same 4-bit model: peak memory, step time and
 loss after N steps.
@@ -76,6 +77,10 @@ ARCHS["deberta_v2"] = {s: dict(kw) for s, kw in ARCHS["bert"].items()}
 TUNING = ("llama", "gpt2", "bert", "qwen2", "mixtral", "bart")
 HELD_OUT = ("mistral", "gpt_neox", "t5", "qwen2_moe", "deberta_v2", "phi3")
 VOCAB = 16000
+# the worker's intra-op threads. Rows record the thread count of each glibc-default run (`resident_threads`, runs
+# without one had BENCH_THREADS): the course's thread policy gives a kernel one thread on a busy machine
+BENCH_THREADS = 2
+THREADS_ENV = "LLMCOURSE_BENCH_THREADS"
 VOCABS = {"qwen2": 151_936, "qwen2_moe": 151_936}  # the rest use VOCAB
 TASK_ROWS = [  # (task, dtype, quant, gradient_checkpointing); "compute": the 4-bit compute dtype `plan` picks here
     *((task, dtype, None, False) for dtype in ("fp32", "bf16") for task in ("inference", "eval", "full", "lora")),
@@ -251,7 +256,7 @@ def worker(spec: dict) -> dict:
     """Measure one row (run in a fresh process: `python -m benchmarks.memory _worker '<json>'`)."""
     import torch
 
-    torch.set_num_threads(int(os.environ.get("LLMCOURSE_BENCH_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get(THREADS_ENV, BENCH_THREADS)))
     torch.manual_seed(0)
     cfg = make_config(spec["arch"], spec["size"])
     tiny = make_config(spec["arch"], json.dumps(_warmup_kwargs(spec)))
@@ -289,8 +294,9 @@ def _warmup_kwargs(spec: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- in the parent
-def _run_worker(spec: dict, fixed_mmap: bool = False) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+def _run_worker(spec: dict, fixed_mmap: bool = False, threads: int = BENCH_THREADS) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore",
+               **{THREADS_ENV: str(threads)})
     if fixed_mmap:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "_worker", json.dumps(spec)],
@@ -438,6 +444,37 @@ def _read_rows(path: str | Path) -> list[dict]:
     return [{"fixed_mmap": True, **json.loads(line)} for line in lines if line.strip()]
 
 
+SPEC_KEYS = ("arch", "size", "task", "dtype", "quant", "gc", "batch", "seq_len", "new_tokens", "lora_r", "steps",
+             "recipe", "keep_outputs")  # what a worker is told: a recorded row's configuration
+
+
+def add_resident(path: str | Path, threads: int, repeats: int, archs=None, tasks=None, dtypes=None,
+                 out=None) -> int:
+    """Measure rows recorded in `path` (a --jsonl file) `repeats` more times each with glibc's defaults and `threads`
+    intra-op threads, and append the peaks to their `resident` runs (`resident_threads` says each run's thread
+    count). Only rows with resident runs already (CPU rows) are measured again, those of `archs` / `tasks` /
+    `dtypes` when given. The file is written again after each row, so a failure keeps what was measured; every other
+    field of every line stays as it was. Returns the number of rows measured."""
+    out = out or _say
+    path = Path(path)
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    done = 0
+    for row in lines:
+        if (not row.get("resident") or (archs and row["arch"] not in archs) or (tasks and row["task"] not in tasks)
+                or (dtypes and row["dtype"] not in dtypes)):
+            continue
+        spec = {key: row[key] for key in SPEC_KEYS}
+        runs = [_run_worker(spec, threads=threads)["measured"] for _ in range(repeats)]
+        before = row.get("resident_threads", [BENCH_THREADS] * len(row["resident"]))
+        row["resident_threads"] = before + [threads] * repeats
+        row["resident"] = row["resident"] + runs
+        path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        done += 1
+        out(f"{row['arch']}-{row['size']} {row['task']} {row['dtype']}, {threads} thread(s): "
+            + ", ".join(_mib(n) for n in runs) + f" MiB (before: highest {_mib(max(row['resident'][:-repeats]))})")
+    return done
+
+
 def report(path: str | Path, out=None) -> list[dict]:
     """Compare rows measured earlier (a --jsonl file) with today's estimator, without measuring again."""
     out = out or _say
@@ -544,8 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(argv[1]))))
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
-    parser.add_argument("--archs", default="llama,gpt2,bert",
-                        help="comma-separated names from ARCHS, or 'tuning' / 'held-out' for a half of the protocol")
+    parser.add_argument("--archs", help="comma-separated names from ARCHS, or 'tuning' / 'held-out' for a half of "
+                                        "the protocol (default: llama,gpt2,bert; with --add-resident, every row)")
     parser.add_argument("--sizes", default="S,M")
     parser.add_argument("--resident-repeats", type=int, default=0,
                         help="also measure each row this many times with glibc's default allocator settings (CPU)")
@@ -558,6 +595,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure only, no estimate (a held-out half, compared later with --report)")
     parser.add_argument("--report", metavar="JSONL", help="compare rows measured earlier with today's estimator")
     parser.add_argument("--fit", metavar="JSONL", help="fit the allocator term per task on rows measured earlier")
+    parser.add_argument("--add-resident", metavar="JSONL",
+                        help="measure the rows of a --jsonl file again with glibc's defaults (--resident-repeats "
+                             "times, --threads threads; --archs, --tasks and --dtypes select rows) and add the runs")
+    parser.add_argument("--threads", type=int, default=BENCH_THREADS,
+                        help=f"intra-op threads of the workers for --add-resident (default {BENCH_THREADS})")
     args = parser.parse_args(argv)
     if args.report:
         report(args.report)
@@ -566,7 +608,15 @@ def main(argv: list[str] | None = None) -> int:
         fit_retention(args.fit)
         return 0
     t0 = time.time()
-    archs = {"tuning": TUNING, "held-out": HELD_OUT}.get(args.archs) or args.archs.split(",")
+    named = args.archs and ({"tuning": TUNING, "held-out": HELD_OUT}.get(args.archs) or args.archs.split(","))
+    archs = named or ("llama", "gpt2", "bert")
+    if args.add_resident:
+        if args.resident_repeats < 1:
+            parser.error("--add-resident needs --resident-repeats N (N >= 1): how many runs to add to each row")
+        n = add_resident(args.add_resident, args.threads, args.resident_repeats, named,
+                         args.tasks and args.tasks.split(","), args.dtypes and args.dtypes.split(","))
+        print(f"\n{n} rows measured again ({time.time() - t0:.0f} s)")
+        return 0
 
     def record(row):
         if args.jsonl:

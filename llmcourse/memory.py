@@ -41,12 +41,13 @@ BREAKDOWN_KEYS = ("weights", "adapters", "gradients", "optimizer", "activations"
 # of those small blocks, with what a task makes again and again (the KV cache generation grows token by token, the
 # gradients full fine-tuning frees and makes at every step), and a floor. Per task: (share of the small blocks' peak,
 # share of the remade blocks, MiB), fitted so that the total covers the highest resident peak of every row of the
-# benchmark's tuning half with glibc's defaults (eight runs for eval rows, whose peak varies most from run to run);
+# benchmark's tuning half with glibc's defaults, at two threads and at one (the course's thread policy on a busy
+# machine); twelve runs for eval rows, whose peak varies most from run to run, four for the others;
 # GPUs count live tensors only (max_memory_allocated): no term there.
 CPU_RETENTION = {
     "inference": (1.05, 0.00, 4),
     "eval": (0.75, 0.00, 6),
-    "full": (0.30, 0.85, 32),
+    "full": (0.55, 0.55, 26),
     "lora": (0.80, 0.00, 2),
     "qlora": (0.80, 0.00, 2),
 }

@@ -432,3 +432,36 @@ def test_a_measured_row_is_kept_when_its_estimate_fails(monkeypatch):
     assert rows == recorded and [r["measured"] for r in rows] == [123]
     assert "attn_mask" in rows[0]["estimate_failed"] and "error" not in rows[0]
     assert any(line.startswith("estimate failed for 1 of 1 rows") for line in lines), lines
+
+
+def test_added_resident_runs_keep_their_thread_count_and_leave_other_lines_alone(monkeypatch, tmp_path):
+    """`--add-resident` measures recorded rows again with glibc's defaults at a chosen thread count (the course's
+    thread policy gives a busy machine's kernel one thread, the bench two): the runs join the row's `resident` runs,
+    which the fit and the report take the highest of, and `resident_threads` says which count gave each."""
+    import benchmarks.memory as bench
+
+    spec = dict(arch="gpt2", size="M", quant=None, gc=False, batch=4, seq_len=128, new_tokens=16, lora_r=16,
+                steps=2, recipe="llmcourse", keep_outputs=False)
+    lines = [dict(spec, task="eval", dtype="fp32", measured=100, resident=[110, 120]),
+             dict(spec, task="eval", dtype="bf16", measured=50, resident=[55, 56]),
+             dict(spec, task="lora", dtype="fp32", measured=200, device="cuda", gpu="H200")]  # no resident: a GPU row
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    calls, peaks = [], iter([130, 125, 140])
+
+    def worker(spec, fixed_mmap=False, threads=bench.BENCH_THREADS):
+        calls.append((spec, fixed_mmap, threads))
+        return {"measured": next(peaks)}
+
+    monkeypatch.setattr(bench, "_run_worker", worker)
+    said = []
+    assert bench.add_resident(path, threads=1, repeats=2, dtypes=["fp32"], out=said.append) == 1
+    assert bench.add_resident(path, threads=4, repeats=1, tasks=["eval"], archs=["gpt2"], dtypes=["fp32"],
+                              out=said.append) == 1
+    after = [json.loads(line) for line in path.read_text().splitlines()]
+    assert after[0] == dict(lines[0], resident=[110, 120, 130, 125, 140], resident_threads=[2, 2, 1, 1, 4])
+    assert after[1:] == lines[1:]
+    assert [threads for _, _, threads in calls] == [1, 1, 4] and not any(fixed for _, fixed, _ in calls)
+    assert calls[0][0] == {key: lines[0][key] for key in bench.SPEC_KEYS}
+    assert "1 thread(s)" in said[0] and "before: highest 0.0" in said[0]
+    assert max(bench._read_rows(path)[0]["resident"]) == 140  # what the fit and the report compare with
