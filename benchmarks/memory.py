@@ -455,6 +455,8 @@ def add_resident(path: str | Path, threads: int, repeats: int, archs=None, tasks
     count). Only rows with resident runs already (CPU rows) are measured again, those of `archs` / `tasks` /
     `dtypes` when given. The file is written again after each row, so a failure keeps what was measured; every other
     field of every line stays as it was. Returns the number of rows measured."""
+    if repeats < 1:
+        raise ValueError(f"repeats is {repeats}: add at least one run to each row")
     out = out or _say
     path = Path(path)
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -468,7 +470,9 @@ def add_resident(path: str | Path, threads: int, repeats: int, archs=None, tasks
         before = row.get("resident_threads", [BENCH_THREADS] * len(row["resident"]))
         row["resident_threads"] = before + [threads] * repeats
         row["resident"] = row["resident"] + runs
-        path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        partial = path.with_name(path.name + ".partial")  # written whole, then put in place
+        partial.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        os.replace(partial, path)
         done += 1
         out(f"{row['arch']}-{row['size']} {row['task']} {row['dtype']}, {threads} thread(s): "
             + ", ".join(_mib(n) for n in runs) + f" MiB (before: highest {_mib(max(row['resident'][:-repeats]))})")

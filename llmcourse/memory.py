@@ -42,7 +42,7 @@ BREAKDOWN_KEYS = ("weights", "adapters", "gradients", "optimizer", "activations"
 # gradients full fine-tuning frees and makes at every step), and a floor. Per task: (share of the small blocks' peak,
 # share of the remade blocks, MiB), fitted so that the total covers the highest resident peak of every row of the
 # benchmark's tuning half with glibc's defaults, at two threads and at one (the course's thread policy on a busy
-# machine); twelve runs for eval rows, whose peak varies most from run to run, four for the others;
+# machine); twelve runs for eval rows (22 for GPT-2 fp32), whose peak varies most from run to run, four for others;
 # GPUs count live tensors only (max_memory_allocated): no term there.
 CPU_RETENTION = {
     "inference": (1.05, 0.00, 4),

@@ -440,14 +440,16 @@ def test_added_resident_runs_keep_their_thread_count_and_leave_other_lines_alone
     which the fit and the report take the highest of, and `resident_threads` says which count gave each."""
     import benchmarks.memory as bench
 
-    spec = dict(arch="gpt2", size="M", quant=None, gc=False, batch=4, seq_len=128, new_tokens=16, lora_r=16,
-                steps=2, recipe="llmcourse", keep_outputs=False)
-    lines = [dict(spec, task="eval", dtype="fp32", measured=100, resident=[110, 120]),
-             dict(spec, task="eval", dtype="bf16", measured=50, resident=[55, 56]),
-             dict(spec, task="lora", dtype="fp32", measured=200, device="cuda", gpu="H200")]  # no resident: a GPU row
+    mib = 2**20
+    spec = dict(size="M", quant=None, gc=False, batch=4, seq_len=128, new_tokens=16, lora_r=16, steps=2,
+                recipe="llmcourse", keep_outputs=False)
+    lines = [dict(spec, arch="gpt2", task="eval", dtype="fp32", measured=100 * mib, resident=[110 * mib, 120 * mib]),
+             dict(spec, arch="gpt2", task="eval", dtype="bf16", measured=50 * mib, resident=[55 * mib, 56 * mib]),
+             dict(spec, arch="llama", task="eval", dtype="fp32", measured=90 * mib, resident=[95 * mib]),
+             dict(spec, arch="gpt2", task="lora", dtype="fp32", measured=200 * mib, device="cuda")]  # a GPU row
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    calls, peaks = [], iter([130, 125, 140])
+    calls, peaks = [], iter([130 * mib, 125 * mib, 140 * mib, 99 * mib])
 
     def worker(spec, fixed_mmap=False, threads=bench.BENCH_THREADS):
         calls.append((spec, fixed_mmap, threads))
@@ -455,13 +457,19 @@ def test_added_resident_runs_keep_their_thread_count_and_leave_other_lines_alone
 
     monkeypatch.setattr(bench, "_run_worker", worker)
     said = []
-    assert bench.add_resident(path, threads=1, repeats=2, dtypes=["fp32"], out=said.append) == 1
+    assert bench.add_resident(path, threads=1, repeats=2, archs=["gpt2"], dtypes=["fp32"], out=said.append) == 1
     assert bench.add_resident(path, threads=4, repeats=1, tasks=["eval"], archs=["gpt2"], dtypes=["fp32"],
                               out=said.append) == 1
+    assert bench.add_resident(path, threads=1, repeats=1, archs=["llama"], out=said.append) == 1
     after = [json.loads(line) for line in path.read_text().splitlines()]
-    assert after[0] == dict(lines[0], resident=[110, 120, 130, 125, 140], resident_threads=[2, 2, 1, 1, 4])
-    assert after[1:] == lines[1:]
-    assert [threads for _, _, threads in calls] == [1, 1, 4] and not any(fixed for _, fixed, _ in calls)
+    assert after[0] == dict(lines[0], resident=[110 * mib, 120 * mib, 130 * mib, 125 * mib, 140 * mib],
+                            resident_threads=[2, 2, 1, 1, 4])
+    assert after[1] == lines[1] and after[3] == lines[3]
+    assert after[2] == dict(lines[2], resident=[95 * mib, 99 * mib], resident_threads=[2, 1])
+    assert [threads for _, _, threads in calls] == [1, 1, 4, 1] and not any(fixed for _, fixed, _ in calls)
     assert calls[0][0] == {key: lines[0][key] for key in bench.SPEC_KEYS}
-    assert "1 thread(s)" in said[0] and "before: highest 0.0" in said[0]
-    assert max(bench._read_rows(path)[0]["resident"]) == 140  # what the fit and the report compare with
+    assert said[0] == "gpt2-M eval fp32, 1 thread(s): 130.0, 125.0 MiB (before: highest 120.0)"
+    assert said[1].endswith("(before: highest 130.0)")
+    with pytest.raises(ValueError, match="at least one run"):
+        bench.add_resident(path, threads=1, repeats=0)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == after
