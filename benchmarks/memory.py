@@ -30,7 +30,7 @@ from pathlib import Path
 
 from llmcourse.experts import limit_expert_memory
 from llmcourse.surgery import keep_in_float, meta_model
-from llmcourse.types import torch_dtype
+from llmcourse.types import FORWARD_ONLY, torch_dtype
 
 ROOT = Path(__file__).resolve().parents[1]  # the worker runs `-m benchmarks.memory` from here
 RESULTS = Path(__file__).resolve().parent / "results"  # measured rows (--jsonl), compared again with --report
@@ -207,21 +207,26 @@ def _run_task(spec: dict, model, steps: int) -> dict:
     seq_cls = type(model).__name__.endswith("ForSequenceClassification")
     labels = torch.randint(0, 3, (spec["batch"],), generator=g).to(device) if seq_cls else ids
     task = spec["task"]
+    passes = spec.get("passes", 1)  # forward-only tasks: how many times the loop runs (a notebook's loop over batches)
     if task == "inference":
         model.eval()
         with torch.no_grad():
-            if seq_cls:
-                model(input_ids=ids)
-            else:
-                model.generate(ids, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
-                               do_sample=False, pad_token_id=0)
+            for _ in range(passes):
+                if seq_cls:
+                    model(input_ids=ids)
+                else:
+                    model.generate(ids, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
+                                   do_sample=False, pad_token_id=0)
         return {}
     if task == "eval":  # what a perplexity or scoring loop does: logits at every position and the loss
         model.eval()
+        losses = []
         with torch.no_grad():
-            out = model(input_ids=ids, labels=labels)
-            loss = float(out.loss)
-        return {"losses": [loss]}
+            for _ in range(passes):
+                out = model(input_ids=ids, labels=labels)
+                losses.append(float(out.loss))
+                del out
+        return {"losses": losses}
     recipe = spec.get("recipe", "llmcourse")
     if task == "lora":
         model = prepare_lora(model, r=spec["lora_r"], gradient_checkpointing=spec["gc"], verbose=False)
@@ -273,7 +278,7 @@ def worker(spec: dict) -> dict:
             ckpt, tiny_ckpt = os.path.join(tmp, "model"), os.path.join(tmp, "tiny")
         # warm-up: a 1-layer model of the same shapes runs the same task once (this loads the kernels for these
         # shapes, thread pools and allocator arenas: the framework's baseline), then it is freed
-        _run_task(dict(spec, new_tokens=2), _build(spec, tiny, tiny_ckpt), 1)
+        _run_task(dict(spec, new_tokens=2, passes=1), _build(spec, tiny, tiny_ckpt), 1)
         _settle()
         baseline = _memory_now()
         model = _build(spec, cfg, ckpt)
@@ -448,15 +453,24 @@ SPEC_KEYS = ("arch", "size", "task", "dtype", "quant", "gc", "batch", "seq_len",
              "recipe", "keep_outputs")  # what a worker is told: a recorded row's configuration
 
 
+def _loops(row: dict) -> int:
+    """How many passes (forward-only tasks) or optimizer steps (training) a row's first runs made."""
+    return 1 if row["task"] in FORWARD_ONLY else row["steps"]
+
+
 def add_resident(path: str | Path, threads: int, repeats: int, archs=None, tasks=None, dtypes=None,
-                 out=None) -> int:
+                 loops: int | None = None, out=None) -> int:
     """Measure rows recorded in `path` (a --jsonl file) `repeats` more times each with glibc's defaults and `threads`
     intra-op threads, and append the peaks to their `resident` runs (`resident_threads` says each run's thread
-    count). Only rows with resident runs already (CPU rows) are measured again, those of `archs` / `tasks` /
-    `dtypes` when given. The file is written again after each row, so a failure keeps what was measured; every other
-    field of every line stays as it was. Returns the number of rows measured."""
+    count). `loops`: each run makes that many passes (eval, inference) or optimizer steps (training) instead of the
+    row's own, as a notebook's loop over batches does (`resident_loops` says each run's count). Only rows with
+    resident runs already (CPU rows) are measured again, those of `archs` / `tasks` / `dtypes` when given. The file
+    is written again after each row, so a failure keeps what was measured; every other field of every line stays as
+    it was. Returns the number of rows measured."""
     if repeats < 1:
         raise ValueError(f"repeats is {repeats}: add at least one run to each row")
+    if loops is not None and loops < 1:
+        raise ValueError(f"loops is {loops}: each run makes at least one pass or step")
     out = out or _say
     path = Path(path)
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -466,15 +480,18 @@ def add_resident(path: str | Path, threads: int, repeats: int, archs=None, tasks
                 or (dtypes and row["dtype"] not in dtypes)):
             continue
         spec = {key: row[key] for key in SPEC_KEYS}
+        n_loops = loops or _loops(row)
+        spec.update({"passes": n_loops} if row["task"] in FORWARD_ONLY else {"steps": n_loops})
         runs = [_run_worker(spec, threads=threads)["measured"] for _ in range(repeats)]
         before = row.get("resident_threads", [BENCH_THREADS] * len(row["resident"]))
         row["resident_threads"] = before + [threads] * repeats
+        row["resident_loops"] = row.get("resident_loops", [_loops(row)] * len(row["resident"])) + [n_loops] * repeats
         row["resident"] = row["resident"] + runs
         partial = path.with_name(path.name + ".partial")  # written whole, then put in place
         partial.write_text("".join(json.dumps(r) + "\n" for r in lines))
         os.replace(partial, path)
         done += 1
-        out(f"{row['arch']}-{row['size']} {row['task']} {row['dtype']}, {threads} thread(s): "
+        out(f"{row['arch']}-{row['size']} {row['task']} {row['dtype']}, {threads} thread(s), {n_loops} loop(s): "
             + ", ".join(_mib(n) for n in runs) + f" MiB (before: highest {_mib(max(row['resident'][:-repeats]))})")
     return done
 
@@ -503,26 +520,61 @@ def report(path: str | Path, out=None) -> list[dict]:
 FIT_TENSOR_ERROR = 0.10
 
 
+RETENTION_TERMS = ("small blocks' peak", "remade blocks", "largest small block", "MiB")  # CPU_RETENTION's order
+RETENTION_STEP = 0.05  # the shares are rounded up to this step (the floor to whole MiB): a plan only grows
+
+
 def _retention_basis(row: dict) -> tuple[dict, list[int]]:
-    """(the row with its estimate, [small blocks' peak, remade blocks, 1 MiB]): the estimate's allocator term is
-    linear in `CPU_RETENTION[task]`, so three unit settings give the three terms it weighs."""
+    """(the row with its estimate, the bytes of each of RETENTION_TERMS): the estimate's allocator term is linear in
+    `CPU_RETENTION[task]`, so unit settings give the terms it weighs."""
     from llmcourse import memory
 
     task, saved = row["task"], memory.CPU_RETENTION[row["task"]]
     terms = []
     try:
-        for unit in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):
-            memory.CPU_RETENTION[task] = unit
+        for i in range(len(RETENTION_TERMS)):
+            memory.CPU_RETENTION[task] = tuple(float(j == i) for j in range(len(RETENTION_TERMS)))
             terms.append(with_estimate(row)["breakdown"]["overhead"])
     finally:
         memory.CPU_RETENTION[task] = saved
     return with_estimate(row), terms
 
 
-def fit_retention(path: str | Path, out=None) -> dict[str, tuple[float, float, int]]:
-    """Per task, the smallest allocator term (a x small blocks' peak + b x remade blocks + c MiB) under which the
-    plan's total covers the highest resident peak of every row measured with glibc's defaults in `path`, chosen to
-    keep the worst total / resident ratio lowest: the settings for `llmcourse.memory.CPU_RETENTION`."""
+def _fit_task(cases: list[tuple[int, int, list[int]]]) -> tuple[float, ...] | None:
+    """The allocator term for one task's rows [(highest resident peak, tensor estimate, terms)]: a linear program
+    finds the lowest worst total / resident ratio with every total at least its resident peak; then, keeping that
+    worst, a second one the setting whose lowest ratio is highest (the most room on the rows nearest to not fitting,
+    and one point rather than any of a face). The shares are rounded up to RETENTION_STEP and the floor to whole MiB,
+    so totals only grow. None if no setting covers every row."""
+    import numpy as np
+    from scipy.optimize import linprog
+
+    res = np.array([c[0] for c in cases], float)
+    tensor = np.array([c[1] for c in cases], float)
+    terms = np.array([c[2] for c in cases], float)
+    k, n = terms.shape[1], len(cases)
+    bounds = [(0, 0) if not terms[:, j].any() else (0, None) for j in range(k)]  # a term no row has stays 0
+    # variables: the k weights, then a ratio r; rows: tensor + terms.w >= r_low res, tensor + terms.w <= r_high res
+    below = np.hstack([-terms, res[:, None]])  # r res - terms.w <= tensor
+    above = np.hstack([terms, -res[:, None]])  # terms.w - r res <= -tensor
+    covers = np.hstack([-terms, np.zeros((n, 1))])  # -terms.w <= tensor - res
+    first = linprog(np.r_[np.zeros(k), 1], A_ub=np.vstack([covers, above]), b_ub=np.r_[tensor - res, -tensor],
+                    bounds=[*bounds, (0, None)], method="highs")
+    if not first.success:
+        return None
+    worst = first.x[-1] * (1 + 1e-9)
+    second = linprog(np.r_[np.zeros(k), -1], A_ub=np.vstack([below, -covers]), b_ub=np.r_[tensor, worst * res - tensor],
+                     bounds=[*bounds, (1, None)], method="highs")
+    w = (second if second.success else first).x[:k]
+    shares = [max(0.0, round(float(np.ceil(x / RETENTION_STEP - 1e-6)) * RETENTION_STEP, 2)) for x in w[:-1]]
+    return (*shares, max(0, int(np.ceil(w[-1] - 1e-6))))  # the floor's term is 1 MiB
+
+
+def fit_retention(path: str | Path, out=None) -> dict[str, tuple[float, ...]]:
+    """Per task, the allocator term (a x small blocks' peak + b x remade blocks + l x largest small block + c MiB)
+    under which the plan's total covers the highest resident peak of every row measured with glibc's defaults in
+    `path`, chosen to keep the worst total / resident ratio lowest: the settings for
+    `llmcourse.memory.CPU_RETENTION`."""
     out = out or _say
     cases = []  # (task, highest resident peak, tensor estimate, terms)
     for row in _read_rows(path):
@@ -539,23 +591,13 @@ def fit_retention(path: str | Path, out=None) -> dict[str, tuple[float, float, i
     fitted = {}
     for task in dict.fromkeys(case[0] for case in cases):
         cases_of_task = [case[1:] for case in cases if case[0] == task]
-        remade = any(terms[1] for _, _, terms in cases_of_task)
-        best = None
-        for a in (i / 20 for i in range(61)):
-            for b in ((i / 20 for i in range(41)) if remade else (0.0,)):
-                for c in range(0, 33, 2):
-                    totals = [(tensor + a * t[0] + b * t[1] + c * t[2], res) for res, tensor, t in cases_of_task]
-                    if all(total >= res for total, res in totals):
-                        worst = max(total / res for total, res in totals)
-                        if best is None or worst < best[0] - 1e-9:
-                            best = (worst, a, b, c)
-        if best is None:
+        setting = _fit_task(cases_of_task)
+        if setting is None:
             out(f"{task}: no setting covers every row")
             continue
-        worst, a, b, c = best
-        fitted[task] = (a, b, c)
-        out(f"{task}: ({a:.2f}, {b:.2f}, {c}) covers {len(cases_of_task)} rows; worst total / highest resident "
-            f"{worst:.2f}")
+        fitted[task] = setting
+        totals = [(tensor + sum(w * t for w, t in zip(setting, terms))) / res for res, tensor, terms in cases_of_task]
+        out(f"{task}: {setting} covers {len(cases_of_task)} rows; worst total / highest resident {max(totals):.2f}")
     return fitted
 
 
@@ -604,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
                              "times, --threads threads; --archs, --tasks and --dtypes select rows) and add the runs")
     parser.add_argument("--threads", type=int, default=BENCH_THREADS,
                         help=f"intra-op threads of the workers for --add-resident (default {BENCH_THREADS})")
+    parser.add_argument("--loops", type=int,
+                        help="with --add-resident: passes (eval, inference) or optimizer steps (training) of each "
+                             "run, as a notebook's loop makes (default: the row's own)")
     args = parser.parse_args(argv)
     if args.report:
         report(args.report)
@@ -618,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resident_repeats < 1:
             parser.error("--add-resident needs --resident-repeats N (N >= 1): how many runs to add to each row")
         n = add_resident(args.add_resident, args.threads, args.resident_repeats, named,
-                         args.tasks and args.tasks.split(","), args.dtypes and args.dtypes.split(","))
+                         args.tasks and args.tasks.split(","), args.dtypes and args.dtypes.split(","), args.loops)
         print(f"\n{n} rows measured again ({time.time() - t0:.0f} s)")
         return 0
 

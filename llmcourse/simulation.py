@@ -97,6 +97,9 @@ class LiveBytes:
         # glibc serves blocks above its mmap threshold (at most 32 MiB) with mmap and gives them back when freed,
         # smaller ones from heaps that keep freed memory: the peak of the small ones is what a heap must hold
         self.small = self.small_peak = self.large = self.large_peak = 0
+        # glibc raises its mmap threshold to the size of each such block freed, and trims a heap's top only past twice
+        # that: the largest small block sets how much a heap may keep
+        self.largest_small = 0
         # after each operation: (live bytes, small blocks' bytes, large blocks' bytes, the last serial number)
         self.trace: list[tuple[int, int, int, int]] = []
 
@@ -133,6 +136,7 @@ class LiveBytes:
             else:
                 self.small += n
                 self.small_peak = max(self.small_peak, self.small)
+                self.largest_small = max(self.largest_small, n)
             weakref.finalize(storage, self._free, key)
             if self.current > self.peak:
                 self.peak = self.current
@@ -339,7 +343,7 @@ def simulate(config, task: Task, dtype: Dtype, quant: Quant | None, batch: int, 
     kv = sum(n for k, n in snap.items() if k in kv_sizes)
     trace = _trace(tracker, grad_sizes, kv_sizes)
     return {"peak": tracker.peak, "gradients": grads, "kv": kv, "activations": tracker.peak - grads - kv,
-            "small_peak": tracker.small_peak, "large_peak": tracker.large_peak,
+            "small_peak": tracker.small_peak, "large_peak": tracker.large_peak, "largest_small": tracker.largest_small,
             "activation_peak": int((trace[:, 0] - trace[:, 3] - trace[:, 4]).max(initial=0)),
             "trace": trace, "marks": tuple(marks.marks)}
 

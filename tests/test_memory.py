@@ -45,7 +45,7 @@ def test_weights_are_exact_and_quantized_weights_smaller():
     assert nf4.breakdown["weights"] > 2 * 1000 * 64 * 2
 
 
-SIM_KEYS = ("peak", "gradients", "kv", "activations", "small_peak", "large_peak", "activation_peak")
+SIM_KEYS = ("peak", "gradients", "kv", "activations", "small_peak", "large_peak", "largest_small", "activation_peak")
 
 
 def test_depth_extrapolation_matches_direct_simulation():
@@ -434,10 +434,12 @@ def test_a_measured_row_is_kept_when_its_estimate_fails(monkeypatch):
     assert any(line.startswith("estimate failed for 1 of 1 rows") for line in lines), lines
 
 
-def test_added_resident_runs_keep_their_thread_count_and_leave_other_lines_alone(monkeypatch, tmp_path):
+def test_added_resident_runs_keep_their_thread_and_loop_counts_and_leave_other_lines_alone(monkeypatch, tmp_path):
     """`--add-resident` measures recorded rows again with glibc's defaults at a chosen thread count (the course's
-    thread policy gives a busy machine's kernel one thread, the bench two): the runs join the row's `resident` runs,
-    which the fit and the report take the highest of, and `resident_threads` says which count gave each."""
+    thread policy gives a busy machine's kernel one thread, the bench two) and loop length (a notebook's loop over
+    batches makes many passes or steps, a recorded row one pass or two steps): the runs join the row's `resident`
+    runs, which the fit and the report take the highest of; `resident_threads` and `resident_loops` say what gave
+    each."""
     import benchmarks.memory as bench
 
     mib = 2**20
@@ -446,10 +448,12 @@ def test_added_resident_runs_keep_their_thread_count_and_leave_other_lines_alone
     lines = [dict(spec, arch="gpt2", task="eval", dtype="fp32", measured=100 * mib, resident=[110 * mib, 120 * mib]),
              dict(spec, arch="gpt2", task="eval", dtype="bf16", measured=50 * mib, resident=[55 * mib, 56 * mib]),
              dict(spec, arch="llama", task="eval", dtype="fp32", measured=90 * mib, resident=[95 * mib]),
+             dict(spec, arch="llama", task="full", dtype="fp32", measured=300 * mib, resident=[350 * mib],
+                  resident_threads=[1]),
              dict(spec, arch="gpt2", task="lora", dtype="fp32", measured=200 * mib, device="cuda")]  # a GPU row
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    calls, peaks = [], iter([130 * mib, 125 * mib, 140 * mib, 99 * mib])
+    calls, peaks = [], iter([130 * mib, 125 * mib, 140 * mib, 99 * mib, 360 * mib])
 
     def worker(spec, fixed_mmap=False, threads=bench.BENCH_THREADS):
         calls.append((spec, fixed_mmap, threads))
@@ -458,18 +462,58 @@ def test_added_resident_runs_keep_their_thread_count_and_leave_other_lines_alone
     monkeypatch.setattr(bench, "_run_worker", worker)
     said = []
     assert bench.add_resident(path, threads=1, repeats=2, archs=["gpt2"], dtypes=["fp32"], out=said.append) == 1
-    assert bench.add_resident(path, threads=4, repeats=1, tasks=["eval"], archs=["gpt2"], dtypes=["fp32"],
+    assert bench.add_resident(path, threads=4, repeats=1, tasks=["eval"], archs=["gpt2"], dtypes=["fp32"], loops=8,
                               out=said.append) == 1
-    assert bench.add_resident(path, threads=1, repeats=1, archs=["llama"], out=said.append) == 1
+    assert bench.add_resident(path, threads=1, repeats=1, archs=["llama"], loops=6, out=said.append) == 2
     after = [json.loads(line) for line in path.read_text().splitlines()]
     assert after[0] == dict(lines[0], resident=[110 * mib, 120 * mib, 130 * mib, 125 * mib, 140 * mib],
-                            resident_threads=[2, 2, 1, 1, 4])
-    assert after[1] == lines[1] and after[3] == lines[3]
-    assert after[2] == dict(lines[2], resident=[95 * mib, 99 * mib], resident_threads=[2, 1])
-    assert [threads for _, _, threads in calls] == [1, 1, 4, 1] and not any(fixed for _, fixed, _ in calls)
-    assert calls[0][0] == {key: lines[0][key] for key in bench.SPEC_KEYS}
-    assert said[0] == "gpt2-M eval fp32, 1 thread(s): 130.0, 125.0 MiB (before: highest 120.0)"
-    assert said[1].endswith("(before: highest 130.0)")
+                            resident_threads=[2, 2, 1, 1, 4], resident_loops=[1, 1, 1, 1, 8])
+    assert after[1] == lines[1] and after[4] == lines[4]
+    assert after[2] == dict(lines[2], resident=[95 * mib, 99 * mib], resident_threads=[2, 1], resident_loops=[1, 6])
+    assert after[3] == dict(lines[3], resident=[350 * mib, 360 * mib], resident_threads=[1, 1], resident_loops=[2, 6])
+    assert [threads for _, _, threads in calls] == [1, 1, 4, 1, 1] and not any(fixed for _, fixed, _ in calls)
+    recorded = {key: lines[0][key] for key in bench.SPEC_KEYS}
+    assert calls[0][0] == dict(recorded, passes=1) and calls[2][0] == dict(recorded, passes=8)
+    assert calls[4][0] == dict({key: lines[3][key] for key in bench.SPEC_KEYS}, steps=6) and "passes" not in calls[4][0]
+    assert said[0] == "gpt2-M eval fp32, 1 thread(s), 1 loop(s): 130.0, 125.0 MiB (before: highest 120.0)"
+    assert said[1].endswith("(before: highest 130.0)") and ", 8 loop(s): " in said[1]
     with pytest.raises(ValueError, match="at least one run"):
         bench.add_resident(path, threads=1, repeats=0)
+    with pytest.raises(ValueError, match="at least one pass or step"):
+        bench.add_resident(path, threads=1, repeats=1, loops=0)
     assert [json.loads(line) for line in path.read_text().splitlines()] == after
+
+
+@pytest.mark.parametrize("task", ["eval", "full"])
+def test_a_bench_run_makes_the_passes_or_steps_it_is_told(task):
+    """The bench's loop runs (`--loops`): an eval run makes `passes` forward passes over the same batch (the same
+    loss each time), a training run `steps` optimizer steps (the loss falls)."""
+    import benchmarks.memory as bench
+
+    size = json.dumps(dict(n_embd=32, n_layer=1, n_head=2, vocab_size=64))
+    spec = dict(arch="gpt2", size=size, task=task, dtype="fp32", quant=None, gc=False, batch=2, seq_len=8,
+                new_tokens=2, lora_r=4, steps=3, recipe="llmcourse", keep_outputs=False, passes=3, lr=1e-2)
+    losses = bench._run_task(spec, bench._build(spec, bench.make_config("gpt2", size), None), spec["steps"])["losses"]
+    assert len(losses) == 3
+    if task == "eval":
+        assert losses[0] == losses[1] == losses[2]
+    else:
+        assert losses[-1] < losses[0]
+
+
+def test_the_retention_fit_finds_a_term_it_was_built_from():
+    """`_fit_task` on rows whose resident peaks are their tensors plus 2 x the largest small block plus 10 MiB, with
+    small-block peaks and remade blocks that do not follow: the term comes back exactly, every row covered, worst 1."""
+    from benchmarks.memory import _fit_task
+
+    mib = 2**20
+    rows = [(100, 60, 31, 5), (240, 20, 8, 0), (700, 300, 2, 40), (90, 5, 16, 1), (400, 150, 31, 12)]
+    cases = [((t + 2 * big + 10) * mib, t * mib, [small * mib, remade * mib, big * mib, mib])
+             for t, small, big, remade in rows]
+    setting = _fit_task(cases)
+    assert setting == (0.0, 0.0, 2.0, 10)
+    # a resident peak the term cannot reach with shares alone raises the floor, and every row stays covered
+    cases[1] = (cases[1][0] + 30 * mib, *cases[1][1:])
+    setting = _fit_task(cases)
+    totals = [tensor + sum(w * x for w, x in zip(setting, terms)) for _, tensor, terms in cases]
+    assert all(total >= res for total, (res, _, _) in zip(totals, cases))
