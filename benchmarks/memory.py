@@ -543,9 +543,9 @@ def _retention_basis(row: dict) -> tuple[dict, list[int]]:
 def _fit_task(cases: list[tuple[int, int, list[int]]]) -> tuple[float, ...] | None:
     """The allocator term for one task's rows [(highest resident peak, tensor estimate, terms)]: a linear program
     finds the lowest worst total / resident ratio with every total at least its resident peak; then, keeping that
-    worst, a second one the setting whose lowest ratio is highest (the most room on the rows nearest to not fitting,
-    and one point rather than any of a face). The shares are rounded up to RETENTION_STEP and the floor to whole MiB,
-    so totals only grow. None if no setting covers every row."""
+    worst, a second one the setting whose lowest ratio is highest (the most room on the rows nearest to not fitting;
+    where several settings tie, the solver's pick, so scipy is pinned in constraints.txt). The shares are rounded up
+    to RETENTION_STEP and the floor to whole MiB, so totals only grow. None if no setting covers every row."""
     import numpy as np
     from scipy.optimize import linprog
 

@@ -43,9 +43,10 @@ BREAKDOWN_KEYS = ("weights", "adapters", "gradients", "optimizer", "activations"
 # threshold to each such block it frees and trims a heap's top only past twice that, so a loop's heap keeps room for a
 # few of them), and a floor. Per task: (share of the small blocks' peak, share of the remade blocks, times the largest
 # small block, MiB), fitted (`python -m benchmarks.memory --fit`) so that the total covers the highest resident peak
-# of every row of the benchmark's tuning half with glibc's defaults: one pass or two steps and loops of 8 passes or 6
-# steps (a notebook's loop over batches keeps more than one pass), at two threads and at one (the course's thread
-# policy on a busy machine). GPUs count live tensors only (max_memory_allocated): no term there.
+# of every row of the benchmark's tuning half with glibc's defaults: one pass or two steps at two threads and at one
+# (the course's thread policy on a busy machine), and loops at two (8 passes, 4 `generate` calls or 6 steps: a
+# notebook's loop over batches keeps more than one pass). GPUs count live tensors only (max_memory_allocated): no
+# term there.
 CPU_RETENTION = {
     "inference": (0.70, 0.00, 6.10, 0),
     "eval": (0.00, 0.00, 2.60, 12),
@@ -251,6 +252,9 @@ def _decoder_layers(config) -> int | None:
     return None if key is None else int(getattr(config, key))
 
 
+ONE_BLOCK = {"largest_small"}  # simulation results that are one block's size: they do not grow with depth
+
+
 def _depth_extrapolated(config, run) -> dict[str, Any]:
     """`run(cfg)` -> dict of numbers, at the full depth from 2- and 3-layer copies: every layer of a stack has the same
     shapes, so each adds the same. An encoder-decoder varies its two stacks separately (three small runs)."""
@@ -259,9 +263,16 @@ def _depth_extrapolated(config, run) -> dict[str, Any]:
         return run(config)
     if d is None:
         r2, r3 = run(_with_layers(config, 2)), run(_with_layers(config, 3))
-        return {k: r3[k] + (r3[k] - r2[k]) * (n - 3) for k in r2}
-    base, enc, dec = run(_with_layers(config, 2, 2)), run(_with_layers(config, 3, 2)), run(_with_layers(config, 2, 3))
-    return {k: base[k] + (enc[k] - base[k]) * (n - 2) + (dec[k] - base[k]) * (d - 2) for k in base}
+        line = {k: r3[k] + (r3[k] - r2[k]) * (n - 3) for k in r2}
+        runs = (r2, r3)
+    else:
+        base, enc, dec = (run(_with_layers(config, 2, 2)), run(_with_layers(config, 3, 2)),
+                          run(_with_layers(config, 2, 3)))
+        line = {k: base[k] + (enc[k] - base[k]) * (n - 2) + (dec[k] - base[k]) * (d - 2) for k in base}
+        runs = (base, enc, dec)
+    for k in ONE_BLOCK.intersection(line):  # one block's size: the largest of the runs, not a line
+        line[k] = max(r[k] for r in runs)
+    return line
 
 
 # ------------------------------------------------------------------------------------------------ counting weights
@@ -358,7 +369,7 @@ def _trace_extrapolated(r2: dict, r3: dict, n: int) -> dict[str, int] | None:
     live, small, large, grads, kv = (int(x) for x in every[every[:, 0].argmax()])
     return {"peak": live, "gradients": grads, "kv": kv, "activations": live - grads - kv,
             "small_peak": int(every[:, 1].max()), "large_peak": int(every[:, 2].max()),
-            "largest_small": max(r2["largest_small"], r3["largest_small"]),  # one block: it does not grow with depth
+            "largest_small": max(r2["largest_small"], r3["largest_small"]),  # ONE_BLOCK: not a line
             "activation_peak": int((every[:, 0] - every[:, 3] - every[:, 4]).max())}
 
 
