@@ -21,7 +21,9 @@ from llmcourse.teaching.grading.judge import ANSWERS_FILE, AnswerSpec, answer_sp
 from llmcourse.teaching.grading.reference import reference_exercises
 
 SPECS = {  # check cell id -> answer spec: each exercise judged on inputs drawn from the batch's seed
-    "check11": {"code": "x_probe = torch.tensor(rng.normal(size=(3, 7)) * 100, dtype=torch.float32)\n"
+    # every entry near 500, where exp overflows in float32: a softmax that does not subtract the row's largest entry
+    # fails on every draw (with "* 100" alone, one batch in about 80 drew no entry above 88.7 and let it pass)
+    "check11": {"code": "x_probe = torch.tensor(rng.normal(size=(3, 7)) * 10 + 500, dtype=torch.float32)\n"
                         "ANSWER = softmax(x_probe)", "rtol": 1e-5, "atol": 1e-6},
     "check12": {"code": "a, b = rng.normal(size=8), rng.normal(size=8)\nANSWER = mse(a, b)", "rtol": 1e-7,
                 "atol": 1e-9},
@@ -120,6 +122,33 @@ def test_the_judge_rejects_wrong_answers(got, status, says):
     expected = {"exercise": "1.1", "answer": [[0.25, 0.75], [0.5, 0.5]]}
     verdict, message = judge(got, expected, AnswerSpec("ANSWER = 0", rtol=1e-5, atol=1e-6))
     assert (verdict, says in message) == (status, True), message
+
+
+def _softmax_answer(spec_code: str, body: str, seed: int):
+    import numpy as np
+    import torch
+
+    scope = {"torch": torch, "np": np, "rng": np.random.default_rng(seed)}
+    exec("def softmax(x):\n" + "".join(f"    {line}\n" for line in body.splitlines()), scope)
+    exec(spec_code, scope)
+    return {"answer": scope["ANSWER"].tolist()}
+
+
+@pytest.mark.parametrize("code, wrong_passes", [(SPECS["check11"]["code"], 0),
+                                                ("x_probe = torch.tensor(rng.normal(size=(3, 7)) * 100, "
+                                                 "dtype=torch.float32)\nANSWER = softmax(x_probe)", None)])
+def test_the_probe_rejects_the_naive_softmax_on_every_draw(code, wrong_passes):
+    """A spec's inputs are drawn afresh for every batch, so they must separate the wrong answer on every draw, not on
+    most: the old probe (entries of size 100) let the softmax without the max subtracted pass about 1 batch in 80."""
+    from test_grading import RIGHT
+
+    spec = AnswerSpec(code, rtol=1e-5, atol=1e-6)
+    passes = sum(judge(_softmax_answer(code, WRONG["1.1"], seed), _softmax_answer(code, RIGHT["1.1"], seed),
+                       spec)[0] == "passed" for seed in range(400))
+    if wrong_passes is None:  # the old probe: some of 400 seeds let it through (the flake this test pins)
+        assert passes > 0
+    else:
+        assert passes == wrong_passes
 
 
 def test_exact_answers_and_nan_are_compared_as_such():

@@ -4,7 +4,7 @@ A reference check cell may carry an answer spec in its metadata (``llmcourse.ans
 from the student's work, on inputs it draws from ``rng`` (a NumPy generator seeded by the batch's secret seed),
 and the tolerances of the comparison::
 
-    "llmcourse": {"answer": {"code": "x_probe = torch.tensor(rng.normal(size=(3, 7)) * 100)\\n"
+    "llmcourse": {"answer": {"code": "x_probe = torch.tensor(rng.normal(size=(3, 7)) * 10 + 500)\\n"
                                      "ANSWER = softmax(x_probe)", "rtol": 1e-5, "atol": 1e-6}}
 
 For such an exercise the grader runs no check in the student's kernel. After the exercise cell it inserts an answer
