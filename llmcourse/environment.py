@@ -81,9 +81,11 @@ def quiet_known_noise() -> None:
 
     transformers imports torchao whenever it is installed; torchao then logs that its kernels for recent NVIDIA chips
     cannot load (on a CPU, or a GPU of another generation, they are not needed), with this machine's install path, and
-    torch notes a deprecated pytree registration of torchao's. Errors from both loggers still show.
+    torch notes a deprecated pytree registration of torchao's. On a CPU with AVX512-BF16, bitsandbytes warns that an
+    optional 4-bit kernel of the `kernels` package (fetched from the Hub) is missing; its own kernel runs instead.
+    Errors from these loggers still show.
     """
-    for name in ("torchao", "torch.utils._pytree"):
+    for name in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

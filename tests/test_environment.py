@@ -130,3 +130,18 @@ def test_make_setup_takes_torch_from_the_cpu_index_only_without_an_nvidia_gpu(tm
     plain = subprocess.run([make, "-n", "-B", "-C", str(root), "setup"], env=env, capture_output=True, text=True)
     assert "--index-url" not in plain.stdout and " || " not in next(
         line for line in plain.stdout.splitlines() if '"torch==' in line)
+
+
+def test_known_noise_is_quiet_and_errors_still_show():
+    """bitsandbytes on a CPU with AVX512-BF16 warns at import that an optional kernel from the Hub is missing;
+    after `quiet_known_noise` (which `setup` calls) a fresh process imports it without a word, and an error from the
+    same logger still shows."""
+    import subprocess
+
+    code = ("from llmcourse.environment import quiet_known_noise\nquiet_known_noise()\nimport logging\n"
+            "import bitsandbytes\nlogging.getLogger('bitsandbytes.backends.cpu.ops').error('an error shows')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "kernels-community" not in proc.stderr
+    assert "an error shows" in proc.stderr
